@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine. Each command creates the virtualenv (.venv) if needed.
+#   ./dev.sh demo    run the pipeline on generated demo data (embedded default: local Spark)
+#   ./dev.sh test    ruff + the whole test suite (what CI runs)
+#   ./dev.sh bench   the Spark jobs benchmark (1M and 10M events; see benchmarks/RESULTS.md)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${VENV:-.venv}"
+PY="$VENV/bin/python"
+
+die() { echo "dev.sh: $*" >&2; exit 1; }
+
+check_prereqs() {
+  command -v python3 >/dev/null || die "python3 >= 3.11 is required (found none)"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "python3 >= 3.11 is required (found $(python3 --version 2>&1))"
+  command -v java >/dev/null || die "Java 17+ is required by Spark (found no 'java' on PATH)"
+}
+
+ensure_venv() {
+  # Reinstall when the project's dependency files change after the last install.
+  if [[ -x "$PY" && -f "$VENV/.installed" && ! pyproject.toml -nt "$VENV/.installed" \
+        && ! constraints.txt -nt "$VENV/.installed" ]]; then
+    return
+  fi
+  check_prereqs
+  echo "dev.sh: creating $VENV (first run takes a few minutes)" >&2
+  python3 -m venv "$VENV"
+  "$PY" -m pip install -q --upgrade pip
+  # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on CPU hosts.
+  "$PY" -m pip install -q -c constraints.txt "torch==2.13.0"
+  "$PY" -m pip install -q -c constraints.txt -e '.[dev]'
+  touch "$VENV/.installed"
+}
+
+cmd="${1:-help}"
+shift || true
+case "$cmd" in
+  demo)
+    ensure_venv
+    exec "$PY" -m jobs.demo "$@"
+    ;;
+  test)
+    ensure_venv
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    exec "$PY" -m pytest "$@"
+    ;;
+  bench)
+    ensure_venv
+    exec "$PY" benchmarks/spark_jobs.py "$@"
+    ;;
+  *)
+    sed -n '2,6p' "$0"
+    [[ "$cmd" == help ]] || exit 2
+    ;;
+esac

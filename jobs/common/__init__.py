@@ -1,0 +1,1 @@
+"""Shared plumbing for the Spark jobs: session factory, lake paths, atomic publish, summaries."""

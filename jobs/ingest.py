@@ -1,0 +1,332 @@
+"""Ingest: raw clickstream (CSV or Parquet, any column names) -> normalized events + quarantine.
+
+Normalized events (`events/dt=D/`, D = the event's UTC date):
+    user_id string, item_id string, ts timestamp (UTC), event_type string (nullable),
+    tiebreak bigint (nullable)
+Quarantine (`quarantine/dt=D/`): reason, raw (the source row as JSON), user_id, item_id, ts.
+
+A run owns a date range [start, end]: it replaces exactly those dates' partitions. Rejected rows
+are filed under their own event date when it is known and inside the range, otherwise under the
+range's last date, so every rejected row lands in exactly one partition of this run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
+from jobs.common.errors import NoInputError, SchemaError
+from jobs.common.lake import FS, Lake, publish_partitions, staging_path, write_summary
+from jobs.common.spark import get_spark
+from jobs.sources import PRESETS, SourceMapping, load_mapping
+
+log = logging.getLogger("jobs.ingest")
+
+EVENT_COLUMNS = ["user_id", "item_id", "ts", "event_type", "tiebreak"]
+
+# Quarantine reasons, checked in this order (a row gets the first that applies).
+REASONS = (
+    "null_user_id",
+    "null_item_id",
+    "null_ts",
+    "unparseable_ts",
+    "unparseable_tiebreak",
+    "ts_out_of_window",
+)
+FILTERED = "filtered_event_type"  # dropped on purpose, counted, not quarantined
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Half-open UTC time window [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+def read_raw(spark: SparkSession, path: str, mapping: SourceMapping) -> DataFrame:
+    """Read the source as-is: CSV columns all as strings (parsing is ours), Parquet as typed."""
+    try:
+        if mapping.format == "parquet":
+            return spark.read.parquet(path)
+        reader = spark.read.option("sep", mapping.sep).option("header", mapping.header)
+        reader = reader.option("mode", "PERMISSIVE").option("inferSchema", False)
+        if not mapping.header:
+            schema = T.StructType([T.StructField(c, T.StringType()) for c in mapping.csv_columns])
+            reader = reader.schema(schema)
+        return reader.csv(path)
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
+            raise NoInputError(f"input not found: {path}") from None
+        raise
+
+
+def check_columns(raw_df: DataFrame, mapping: SourceMapping) -> None:
+    """Fail with both lists named when the mapping's columns are not in the input."""
+    found = raw_df.columns
+    missing = [c for c in mapping.required_columns if c not in found]
+    if missing:
+        raise SchemaError(
+            f"input lacks column(s) {missing}: the mapping expects {mapping.required_columns}, "
+            f"the input has {found}"
+        )
+
+
+def _clean_id(col: Column) -> Column:
+    """Ids as trimmed strings; empty strings count as missing."""
+    s = F.trim(col.cast("string"))
+    return F.when(s == "", F.lit(None)).otherwise(s)
+
+
+def parse_ts(col: Column, dtype: T.DataType, unit: str) -> Column:
+    """A raw timestamp column -> TIMESTAMP (UTC), null where it cannot be parsed.
+
+    Integers are converted exactly; decimals (e.g. seconds with millisecond fractions) are
+    rounded to the microsecond. `auto` tells s, ms and us apart by magnitude: a value of 1e11 or
+    more cannot be seconds (year 5138) and is taken as ms, 1e14 or more as us.
+    """
+    if isinstance(dtype, T.TimestampType | T.TimestampNTZType):
+        return col.cast("timestamp")
+    if isinstance(dtype, T.DateType):
+        return col.cast("timestamp")
+    s = F.trim(col.cast("string"))
+    if unit == "iso":
+        return F.try_to_timestamp(s)
+    as_long = s.try_cast("bigint")
+    as_double = s.try_cast("double")
+    factor: Column
+    if unit == "auto":
+        mag = F.abs(as_double)
+        factor = F.when(mag >= 1e14, F.lit(1)).when(mag >= 1e11, F.lit(1000)).otherwise(1_000_000)
+    else:
+        factor = F.lit({"s": 1_000_000, "ms": 1000, "us": 1}[unit])
+    micros = F.when(as_long.isNotNull(), F.try_multiply(as_long, factor)).otherwise(
+        F.round(as_double * factor).try_cast("bigint")
+    )
+    numeric = F.when(micros.isNotNull(), F.timestamp_micros(micros))
+    if unit == "auto":
+        return F.when(as_double.isNotNull(), numeric).otherwise(F.try_to_timestamp(s))
+    return numeric
+
+
+def normalize(raw_df: DataFrame, mapping: SourceMapping, window: Window) -> DataFrame:
+    """Map source columns onto the event schema and tag every row with a `status`.
+
+    status is `ok`, `filtered_event_type`, or the quarantine reason. Pure: no I/O.
+    """
+    check_columns(raw_df, mapping)
+    types = dict((f.name, f.dataType) for f in raw_df.schema.fields)
+    ts_raw = F.col(f"`{mapping.ts_col}`")
+    ts = parse_ts(ts_raw, types[mapping.ts_col], mapping.ts_unit)
+    event_type = (
+        _clean_id(F.col(f"`{mapping.event_type_col}`"))
+        if mapping.event_type_col
+        else F.lit(None).cast("string")
+    )
+    if mapping.tiebreak_col:
+        tb_raw = F.col(f"`{mapping.tiebreak_col}`")
+        tiebreak = F.trim(tb_raw.cast("string")).try_cast("bigint")
+        bad_tiebreak = tb_raw.isNotNull() & tiebreak.isNull()
+    else:
+        tiebreak = F.lit(None).cast("bigint")
+        bad_tiebreak = F.lit(False)
+
+    raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw_df.columns]))
+    df = raw_df.select(
+        _clean_id(F.col(f"`{mapping.user_col}`")).alias("user_id"),
+        _clean_id(F.col(f"`{mapping.item_col}`")).alias("item_id"),
+        ts.alias("ts"),
+        ts_raw.isNull().alias("_ts_null"),
+        event_type.alias("event_type"),
+        tiebreak.alias("tiebreak"),
+        bad_tiebreak.alias("_bad_tiebreak"),
+        raw_json.alias("raw"),
+    )
+    status = (
+        F.when(F.col("user_id").isNull(), "null_user_id")
+        .when(F.col("item_id").isNull(), "null_item_id")
+        .when(F.col("_ts_null"), "null_ts")
+        .when(F.col("ts").isNull(), "unparseable_ts")
+        .when(F.col("_bad_tiebreak"), "unparseable_tiebreak")
+        .when(
+            (F.col("ts") < F.lit(window.start)) | (F.col("ts") >= F.lit(window.end)),
+            "ts_out_of_window",
+        )
+    )
+    if mapping.keep_event_types is not None:
+        keep = list(mapping.keep_event_types)
+        status = status.when(~F.coalesce(F.col("event_type").isin(keep), F.lit(False)), FILTERED)
+    return df.withColumn("status", status.otherwise(OK)).drop("_ts_null", "_bad_tiebreak")
+
+
+def valid_events(tagged_df: DataFrame) -> DataFrame:
+    """The accepted rows in the event schema, exact duplicates removed, with their `dt`."""
+    return (
+        tagged_df.filter(F.col("status") == OK)
+        .select(*EVENT_COLUMNS)
+        .dropDuplicates(EVENT_COLUMNS)
+        .withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
+    )
+
+
+def quarantined(tagged_df: DataFrame, window: Window, fallback_dt: str) -> DataFrame:
+    """Rejected rows with their reason, filed under their event date or `fallback_dt`."""
+    in_window = (F.col("ts") >= F.lit(window.start)) & (F.col("ts") < F.lit(window.end))
+    return tagged_df.filter(~F.col("status").isin(OK, FILTERED)).select(
+        F.col("status").alias("reason"),
+        "raw",
+        "user_id",
+        "item_id",
+        "ts",
+        F.when(in_window, F.date_format("ts", "yyyy-MM-dd"))
+        .otherwise(F.lit(fallback_dt))
+        .alias("dt"),
+    )
+
+
+def resolve_window(
+    mapping: SourceMapping,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> Window:
+    """The time window a run accepts: its date range intersected with the mapping's sane window."""
+    lo = dt.datetime.fromisoformat(mapping.min_ts)
+    hi = dt.datetime.fromisoformat(mapping.max_ts)
+    if start is not None:
+        lo = max(lo, dt.datetime.combine(start, dt.time()))
+    if end is not None:
+        hi = min(hi, dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+    return Window(lo, hi)
+
+
+def _dates(first: dt.date, last: dt.date) -> list[str]:
+    return [str(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
+
+
+def run_ingest(
+    spark: SparkSession,
+    input_path: str,
+    lake: Lake,
+    mapping: SourceMapping,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> dict:
+    """Ingest `input_path` for the dates [start, end] (default: every date found); return summary."""
+    t0 = time.monotonic()
+    fs = FS(spark)
+    raw_df = read_raw(spark, input_path, mapping)
+    window = resolve_window(mapping, start, end)
+    tagged = normalize(raw_df, mapping, window).persist()
+    try:
+        counts = {r["status"]: r["count"] for r in tagged.groupBy("status").count().collect()}
+        rows_in = sum(counts.values())
+        if rows_in == 0:
+            raise NoInputError(f"input {input_path} has no rows")
+        if start is None or end is None:
+            span = tagged.filter(F.col("status") == OK).agg(
+                F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi")
+            ).first()
+            if span["lo"] is None:  # nothing valid: file everything under the window's last day
+                fallback = (window.end - dt.timedelta(microseconds=1)).date()
+                span = {"lo": fallback, "hi": fallback}
+            start = start or span["lo"]
+            end = end or span["hi"]
+        dates = _dates(start, end)
+
+        events_stage = staging_path(lake.events)
+        valid_events(tagged).write.partitionBy("dt").parquet(events_stage)
+        quarantine_stage = staging_path(lake.quarantine)
+        quarantined(tagged, window, dates[-1]).write.partitionBy("dt").parquet(quarantine_stage)
+        events_out = spark.read.parquet(events_stage).count()
+    finally:
+        tagged.unpersist()
+
+    publish_partitions(fs, events_stage, lake.events, "dt", dates)
+    publish_partitions(fs, quarantine_stage, lake.quarantine, "dt", dates)
+
+    accepted = counts.get(OK, 0)
+    summary = {
+        "job": "ingest",
+        "input": input_path,
+        "dates": [dates[0], dates[-1]],
+        "window": [str(window.start), str(window.end)],
+        "rows_in": rows_in,
+        "events_out": events_out,
+        "duplicates_dropped": accepted - events_out,
+        "filtered_event_type": counts.get(FILTERED, 0),
+        "quarantined": {r: counts[r] for r in REASONS if counts.get(r)},
+        "quarantined_total": sum(counts.get(r, 0) for r in REASONS),
+        "quarantine_share": round(sum(counts.get(r, 0) for r in REASONS) / rows_in, 6),
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    key = dates[0] if len(dates) == 1 else f"{dates[0]}_{dates[-1]}"
+    write_summary(fs, lake.events, key, summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser("python -m jobs.ingest", __doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="raw file, directory or glob")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="column mapping of a known source"
+    )
+    parser.add_argument("--mapping", help="JSON file with SourceMapping keys (over the preset)")
+    parser.add_argument("--date", type=parse_date, help="ingest exactly this UTC date")
+    parser.add_argument("--start", type=parse_date, help="first date of the range (with --end)")
+    parser.add_argument("--end", type=parse_date, help="last date of the range (inclusive)")
+    group = parser.add_argument_group("mapping overrides (win over --preset and --mapping)")
+    group.add_argument("--format", choices=["csv", "parquet"])
+    group.add_argument("--sep", help="CSV field separator, e.g. ',' or '\\t'")
+    group.add_argument("--no-header", dest="header", action="store_const", const=False)
+    group.add_argument("--csv-columns", help="comma-separated names for a header-less CSV")
+    group.add_argument("--user-col")
+    group.add_argument("--item-col")
+    group.add_argument("--ts-col")
+    group.add_argument("--ts-unit", choices=["auto", "s", "ms", "us", "iso"])
+    group.add_argument("--event-type-col")
+    group.add_argument("--tiebreak-col")
+    group.add_argument("--keep-event-types", help="comma-separated event types to keep")
+    group.add_argument("--min-ts", help="earliest sane timestamp (UTC, ISO)")
+    group.add_argument("--max-ts", help="latest sane timestamp, exclusive (UTC, ISO)")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if args.date and (args.start or args.end):
+        parser.error("give --date or --start/--end, not both")
+    start = args.date or args.start
+    end = args.date or args.end
+
+    def split(value: str | None) -> list[str] | None:
+        return [v.strip() for v in value.split(",")] if value else None
+
+    mapping = load_mapping(args.preset, args.mapping).override(
+        format=args.format,
+        sep=args.sep.encode().decode("unicode_escape") if args.sep else None,
+        header=args.header,
+        csv_columns=split(args.csv_columns),
+        user_col=args.user_col,
+        item_col=args.item_col,
+        ts_col=args.ts_col,
+        ts_unit=args.ts_unit,
+        event_type_col=args.event_type_col,
+        tiebreak_col=args.tiebreak_col,
+        keep_event_types=split(args.keep_event_types),
+        min_ts=args.min_ts,
+        max_ts=args.max_ts,
+    )
+    spark = get_spark("ingest", args.master, dict(args.conf))
+    run_ingest(spark, args.input, Lake(args.lake), mapping, start, end)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

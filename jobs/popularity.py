@@ -1,0 +1,105 @@
+"""Items + popularity: the item index shared by training and scoring, and sampling weights.
+
+Output under `datasets/run=D/`:
+- items/:      item_id string, item_idx int (0..n-1), support bigint (train events)
+- popularity/: item_idx, item_id, support, weight = support^alpha, cdf (cumulative share, last 1.0)
+item_idx orders items by support (descending), then item_id: deterministic for the same train set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
+from jobs.common.errors import ConfigError, NoInputError
+from jobs.common.lake import FS, Lake, publish_dir, staging_path, write_summary
+from jobs.common.spark import get_spark
+
+log = logging.getLogger("jobs.popularity")
+
+
+def item_index(train_df: DataFrame) -> DataFrame:
+    """item_id -> contiguous item_idx by (support desc, item_id asc), with support."""
+    support = train_df.groupBy("item_id").agg(F.count(F.lit(1)).alias("support"))
+    order = Window.orderBy(F.col("support").desc(), F.col("item_id").asc())
+    return support.select(
+        "item_id", (F.row_number().over(order) - 1).cast("int").alias("item_idx"), "support"
+    )
+
+
+def popularity(items_df: DataFrame, alpha: float) -> DataFrame:
+    """Sampling weight support^alpha and its cumulative distribution in item_idx order."""
+    if alpha < 0:
+        raise ConfigError(f"alpha must be >= 0, found {alpha}")
+    weighted = items_df.withColumn("weight", F.pow(F.col("support").cast("double"), F.lit(alpha)))
+    running = Window.orderBy("item_idx").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    total = weighted.agg(F.sum("weight")).first()[0]
+    return weighted.select(
+        "item_idx",
+        "item_id",
+        "support",
+        "weight",
+        (F.sum("weight").over(running) / F.lit(total)).alias("cdf"),
+    )
+
+
+def run_popularity(spark: SparkSession, lake: Lake, day, alpha: float = 0.5) -> dict:
+    """Build and publish `items/` and `popularity/` of `datasets/run=day`; return the summary."""
+    t0 = time.monotonic()
+    fs = FS(spark)
+    run_dir = lake.datasets(str(day))
+    if not fs.exists(f"{run_dir}/train"):
+        raise NoInputError(f"no train split at {run_dir}/train: run build_datasets first")
+    train = spark.read.parquet(f"{run_dir}/train")
+    stage = staging_path(run_dir)
+    items = item_index(train).localCheckpoint(eager=True)
+    items.coalesce(1).sortWithinPartitions("item_idx").write.parquet(f"{stage}/items")
+    popularity(items, alpha).coalesce(1).sortWithinPartitions("item_idx").write.parquet(
+        f"{stage}/popularity"
+    )
+    check = spark.read.parquet(f"{stage}/popularity").agg(
+        F.count(F.lit(1)).alias("items"),
+        F.sum("support").alias("events"),
+        F.max("support").alias("max_support"),
+        F.min("support").alias("min_support"),
+        F.max("cdf").alias("cdf_last"),
+    ).first()
+    for name in ("items", "popularity"):
+        publish_dir(fs, f"{stage}/{name}", f"{run_dir}/{name}")
+    fs.delete(stage)
+    summary = {
+        "job": "popularity",
+        "run": str(day),
+        "alpha": alpha,
+        "items": check["items"],
+        "train_events": check["events"],
+        "max_support": check["max_support"],
+        "min_support": check["min_support"],
+        "top_item_share": round(check["max_support"] / check["events"], 6),
+        "cdf_last": check["cdf_last"],
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    write_summary(fs, lake.path("datasets"), f"{day}.popularity", summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser("python -m jobs.popularity", __doc__.splitlines()[0])
+    parser.add_argument("--date", type=parse_date, required=True, help="dataset run date")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="sampling exponent: 0 uniform, 1 popularity"
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    spark = get_spark("popularity", args.master, dict(args.conf))
+    run_popularity(spark, Lake(args.lake), args.date, args.alpha)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,221 @@
+"""Sessionize: normalized events -> sessions of one day (30-minute inactivity rule).
+
+Output `sessions/dt=D/`: session_id, user_id, item_id, ts, seq (0-based). A session belongs to
+the UTC date of its first event. Processing D reads D plus `lookback_days` before it, so activity
+that continues a session started before midnight is recognised as such instead of opening a
+new session on D. Later days are never read, so rerunning D always gives identical output;
+a session that runs past midnight keeps the events its start day holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
+from jobs.common.errors import ConfigError, NoInputError
+from jobs.common.lake import FS, Lake, publish_partitions, staging_path, write_summary
+from jobs.common.spark import get_spark
+
+log = logging.getLogger("jobs.sessionize")
+
+SESSION_COLUMNS = ["session_id", "user_id", "item_id", "ts", "seq"]
+
+
+def _event_order(df: DataFrame) -> list:
+    """Time, then the source's tie-break, then item id: a total order, so reruns agree."""
+    order = [F.col("ts").asc()]
+    if "tiebreak" in df.columns:
+        order.append(F.col("tiebreak").asc_nulls_first())
+    order.append(F.col("item_id").asc())
+    return order
+
+
+def session_id_col(user_col: str = "user_id", start_col: str = "session_start") -> F.Column:
+    """Deterministic id from the user and the session's first timestamp (96 bits of SHA-256)."""
+    key = F.concat_ws("|", F.col(user_col), F.unix_micros(F.col(start_col)).cast("string"))
+    return F.substring(F.sha2(key, 256), 1, 24)
+
+
+def sessionize(
+    events_df: DataFrame, gap_seconds: int = 1800, remove_repeats: bool = True
+) -> DataFrame:
+    """Assign sessions per user: a gap of MORE than `gap_seconds` starts a new one.
+
+    Input needs user_id, item_id, ts (and optionally tiebreak). Returns session_id, user_id,
+    item_id, ts, seq, session_start. Repeats are removed after the gaps are measured, so a
+    repeated click still counts as activity.
+    """
+    if gap_seconds <= 0:
+        raise ConfigError(f"gap_seconds must be positive, found {gap_seconds}")
+    by_user = Window.partitionBy("user_id").orderBy(*_event_order(events_df))
+    running = by_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ts_us = F.unix_micros("ts")
+    new_session = F.lag(ts_us).over(by_user).isNull() | (
+        ts_us - F.lag(ts_us).over(by_user) > gap_seconds * 1_000_000
+    )
+    df = events_df.withColumn("_new", new_session).withColumn(
+        "_start_us", F.max(F.when(F.col("_new"), ts_us)).over(running)
+    )
+    if remove_repeats:
+        prev_item = F.lag("item_id").over(by_user)
+        same = (prev_item == F.col("item_id")) & ~F.col("_new")
+        df = df.withColumn("_repeat", F.coalesce(same, F.lit(False)))
+        df = df.filter(~F.col("_repeat"))
+    by_session = Window.partitionBy("user_id", "_start_us").orderBy(*_event_order(events_df))
+    return df.select(
+        "user_id",
+        "item_id",
+        "ts",
+        F.timestamp_micros("_start_us").alias("session_start"),
+        (F.row_number().over(by_session) - 1).alias("seq"),
+    ).withColumn("session_id", session_id_col())
+
+
+def cap_heavy_users(events_df: DataFrame, max_events_per_day: int | None) -> DataFrame:
+    """Drop users with more than `max_events_per_day` events on any day (bots, crawlers)."""
+    if not max_events_per_day:
+        return events_df
+    per_day = events_df.groupBy("user_id", F.to_date("ts").alias("_d")).count()
+    heavy = per_day.filter(F.col("count") > max_events_per_day).select("user_id").distinct()
+    return events_df.join(heavy, "user_id", "left_anti")
+
+
+def sessions_starting_in(sessions_df: DataFrame, first: dt.date, last: dt.date) -> DataFrame:
+    """Keep the sessions whose first event falls in [first, last] (UTC), with their `dt`."""
+    start_day = F.to_date("session_start")
+    return sessions_df.filter(start_day.between(F.lit(first), F.lit(last))).select(
+        *SESSION_COLUMNS, F.date_format(start_day, "yyyy-MM-dd").alias("dt")
+    )
+
+
+def read_events(
+    spark: SparkSession, lake: Lake, first: dt.date, last: dt.date, lookback_days: int
+) -> DataFrame:
+    """Events of [first, last] and the `lookback_days` before; `last` itself must be present."""
+    fs = FS(spark)
+    n = (last - first).days + lookback_days
+    wanted = [last - dt.timedelta(days=i) for i in range(n, -1, -1)]
+    paths = [f"{lake.events}/dt={d}" for d in wanted if fs.exists(f"{lake.events}/dt={d}")]
+    if not paths or not paths[-1].endswith(f"dt={last}"):
+        raise NoInputError(f"no events for {last}: expected {lake.events}/dt={last}")
+    return spark.read.option("basePath", lake.events).parquet(*paths).drop("dt")
+
+
+def run_sessionize(
+    spark: SparkSession,
+    lake: Lake,
+    day: dt.date,
+    gap_seconds: int = 1800,
+    lookback_days: int = 1,
+    remove_repeats: bool = True,
+    max_events_per_user_day: int | None = None,
+    last_day: dt.date | None = None,
+) -> dict:
+    """Sessionize `day` (or every day of [day, last_day] in one pass) and publish each
+    `sessions/dt=...`; return the summary.
+
+    A range gives the same partitions as one run per day: boundaries depend only on the gap
+    to the previous event, which the lookback provides for the range's first day.
+    """
+    t0 = time.monotonic()
+    fs = FS(spark)
+    last = last_day or day
+    if last < day:
+        raise ConfigError(f"last_day {last} is before day {day}")
+    events = read_events(spark, lake, day, last, lookback_days).persist()
+    try:
+        in_range = F.to_date("ts").between(F.lit(day), F.lit(last))
+        events_in = events.filter(in_range)
+        kept = cap_heavy_users(events, max_events_per_user_day)
+        sessions = sessions_starting_in(sessionize(kept, gap_seconds, remove_repeats), day, last)
+        stage = staging_path(lake.sessions)
+        sessions.sortWithinPartitions("user_id", "session_id", "seq").write.partitionBy(
+            "dt"
+        ).parquet(stage)
+        stats = events_in.agg(
+            F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users")
+        ).first()
+        capped = (
+            events_in.join(kept.select("user_id").distinct(), "user_id", "left_anti")
+            .agg(F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users"))
+            .first()
+            if max_events_per_user_day
+            else {"events": 0, "users": 0}
+        )
+    finally:
+        events.unpersist()
+    out = spark.read.parquet(stage).agg(
+        F.count(F.lit(1)).alias("events"),
+        F.countDistinct("session_id").alias("sessions"),
+        F.max("seq").alias("max_seq"),
+    ).first()
+    days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
+    publish_partitions(fs, stage, lake.sessions, "dt", days)
+    summary = {
+        "job": "sessionize",
+        "dates": [days[0], days[-1]],
+        "gap_seconds": gap_seconds,
+        "lookback_days": lookback_days,
+        "remove_repeats": remove_repeats,
+        "max_events_per_user_day": max_events_per_user_day,
+        "events_in": stats["events"],
+        "users_in": stats["users"],
+        "capped_users": capped["users"],
+        "capped_events": capped["events"],
+        "session_events_out": out["events"],
+        "sessions_out": out["sessions"],
+        "longest_session": (out["max_seq"] + 1) if out["max_seq"] is not None else 0,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    key = days[0] if len(days) == 1 else f"{days[0]}_{days[-1]}"
+    write_summary(fs, lake.sessions, key, summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser("python -m jobs.sessionize", __doc__.splitlines()[0])
+    parser.add_argument("--date", type=parse_date, required=True, help="day to sessionize")
+    parser.add_argument(
+        "--until", type=parse_date, help="also sessionize every day up to this one (backfill)"
+    )
+    parser.add_argument("--gap-seconds", type=int, default=1800, help="inactivity gap")
+    parser.add_argument(
+        "--lookback-days", type=int, default=1, help="days read before --date for continuity"
+    )
+    parser.add_argument(
+        "--keep-repeats",
+        action="store_true",
+        help="keep immediate repeats (i, i, j); by default they collapse to (i, j)",
+    )
+    parser.add_argument(
+        "--max-events-per-user-day",
+        type=int,
+        default=10_000,
+        help="drop users above this many events in a day (bots); 0 disables",
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if args.lookback_days < 0:
+        parser.error("--lookback-days must be >= 0")
+    spark = get_spark("sessionize", args.master, dict(args.conf))
+    run_sessionize(
+        spark,
+        Lake(args.lake),
+        args.date,
+        gap_seconds=args.gap_seconds,
+        lookback_days=args.lookback_days,
+        remove_repeats=not args.keep_repeats,
+        max_events_per_user_day=args.max_events_per_user_day or None,
+        last_day=args.until,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,168 @@
+"""Deterministic synthetic raw clickstream: Zipf-like items, users with several sessions,
+realistic gaps, a learnable item-to-item structure and some dirt.
+
+Columns (CSV with header): user_id, item_id, timestamp (epoch ms, as a string), event_type.
+Dirt, at the given rates: empty user ids, unparseable timestamps, zero timestamps (1970),
+exact duplicate rows. Rows come in time order with a little local shuffling, as logs do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+log = logging.getLogger("jobs.synth")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    events: int = 1_000_000
+    items: int = 40_000
+    start: dt.date = dt.date(2026, 1, 1)
+    days: int = 7
+    mean_session_length: float = 6.0
+    sessions_per_user: float = 3.0
+    mean_hours_between_sessions: float = 8.0
+    zipf_exponent: float = 1.05
+    # Probability that the next item follows the current item's fixed successors (learnable).
+    follow_prob: float = 0.6
+    successors: int = 8
+    max_session_length: int = 60
+    dirt_null_user: float = 0.002
+    dirt_bad_ts: float = 0.001
+    dirt_zero_ts: float = 0.001
+    dirt_duplicates: float = 0.002
+    seed: int = 7
+
+
+def _popularity_sampler(rng: np.random.Generator, n: int, exponent: float):
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    cdf = np.cumsum((ranks + 20.0) ** -exponent)  # Zipf-Mandelbrot: a less extreme head
+    cdf /= cdf[-1]
+    perm = rng.permutation(n)  # popular items get scattered ids
+
+    def draw(size: int) -> np.ndarray:
+        return perm[np.searchsorted(cdf, rng.random(size), side="right").clip(0, n - 1)]
+
+    return draw
+
+
+def generate(cfg: SynthConfig) -> pa.Table:
+    """Build the raw clickstream table in memory (about 60 bytes per event)."""
+    rng = np.random.default_rng(cfg.seed)
+    draw = _popularity_sampler(rng, cfg.items, cfg.zipf_exponent)
+    succ = draw(cfg.items * cfg.successors).reshape(cfg.items, cfg.successors)
+
+    # 30% more sessions than needed: some fall past the end; the surplus is cut below.
+    n_sessions = max(1, int(1.3 * cfg.events / cfg.mean_session_length))
+    lengths = np.minimum(rng.geometric(1.0 / cfg.mean_session_length, n_sessions), cfg.max_session_length)
+    n_users = max(1, int(n_sessions / cfg.sessions_per_user))
+    users = np.sort(rng.integers(0, n_users, n_sessions))
+
+    # Within a session: gaps of seconds to a few minutes, always under 30 minutes.
+    total = int(lengths.sum())
+    gaps = np.minimum(rng.exponential(45.0, total), 1700.0)
+    sess_of_event = np.repeat(np.arange(n_sessions), lengths)
+    first = np.zeros(total, dtype=bool)
+    first[np.cumsum(lengths) - lengths] = True
+    gaps[first] = 0.0
+    offsets = np.cumsum(gaps)
+    offsets -= np.repeat(offsets[first], lengths)
+    durations = offsets[np.cumsum(lengths) - 1]
+
+    # Between a user's sessions: at least 31 minutes, hours on average; users start at random.
+    span = cfg.days * 86400.0
+    mean_gap = cfg.mean_hours_between_sessions * 3600.0
+    between = 1860.0 + rng.exponential(mean_gap, n_sessions)
+    user_first = np.ones(n_sessions, dtype=bool)
+    user_first[1:] = users[1:] != users[:-1]
+    step = between + np.concatenate([[0.0], durations[:-1]])
+    step[user_first] = rng.random(user_first.sum()) * span
+    cs = np.cumsum(step)
+    group = np.cumsum(user_first) - 1
+    starts = cs - (cs - step)[user_first][group]  # running sum restarted at each user
+
+    # Items: first from popularity, then follow a successor of the current item or jump.
+    items = np.empty(total, dtype=np.int64)
+    pos_in_session = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cur = draw(n_sessions)
+    for pos in range(int(lengths.max())):
+        idx = np.flatnonzero(pos_in_session == pos)
+        sess = sess_of_event[idx]
+        if pos > 0:
+            follow = rng.random(idx.size) < cfg.follow_prob
+            nxt = draw(idx.size)
+            pick = succ[cur[sess], rng.integers(0, cfg.successors, idx.size)]
+            cur[sess] = np.where(follow, pick, nxt)
+        items[idx] = cur[sess]
+
+    t0 = dt.datetime.combine(cfg.start, dt.time(), tzinfo=dt.UTC).timestamp()
+    ts_ms = ((t0 + np.repeat(starts, lengths) + offsets) * 1000).astype(np.int64)
+    keep = ts_ms < (t0 + span) * 1000
+    keep &= np.cumsum(keep) <= cfg.events  # exactly `events` clean rows (users sorted: cut last)
+    ev_users, items, ts_ms = np.repeat(users, lengths)[keep], items[keep], ts_ms[keep]
+
+    # Dirt, then a duplicate of some rows, then log order (time, jittered a little).
+    n = ts_ms.size
+    dup = np.flatnonzero(rng.random(n) < cfg.dirt_duplicates)
+    order = np.concatenate([np.arange(n), dup])
+    ev_users, items, ts_ms = ev_users[order], items[order], ts_ms[order]
+    jitter = rng.integers(0, 5000, ts_ms.size)
+    order = np.argsort(ts_ms + jitter, kind="stable")
+    ev_users, items, ts_ms = ev_users[order], items[order], ts_ms[order]
+
+    user_col = pc.binary_join_element_wise("u", pa.array(ev_users).cast(pa.string()), "")
+    item_col = pc.binary_join_element_wise("i", pa.array(items).cast(pa.string()), "")
+    ts_col = pa.array(ts_ms).cast(pa.string())
+    m = ts_ms.size
+    null_user = rng.random(m) < cfg.dirt_null_user
+    bad_ts = rng.random(m) < cfg.dirt_bad_ts
+    zero_ts = rng.random(m) < cfg.dirt_zero_ts
+    user_col = pc.if_else(pa.array(null_user), pa.scalar(""), user_col)
+    ts_col = pc.if_else(pa.array(bad_ts), pa.scalar("n/a"), ts_col)
+    ts_col = pc.if_else(pa.array(zero_ts & ~bad_ts), pa.scalar("0"), ts_col)
+    event_type = pa.DictionaryArray.from_arrays(
+        pa.array((rng.random(m) < 0.05).astype(np.int8)), pa.array(["view", "cart"])
+    ).cast(pa.string())
+    return pa.table(
+        {"user_id": user_col, "item_id": item_col, "timestamp": ts_col, "event_type": event_type}
+    )
+
+
+def write_csv(table: pa.Table, path: str) -> None:
+    pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.synth",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = SynthConfig()
+    parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--events", type=int, default=d.events)
+    parser.add_argument("--items", type=int, default=d.items)
+    parser.add_argument("--days", type=int, default=d.days)
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=d.start)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = SynthConfig(
+        events=args.events, items=args.items, days=args.days, start=args.start, seed=args.seed
+    )
+    table = generate(cfg)
+    write_csv(table, args.out)
+    log.info("wrote %d rows to %s", table.num_rows, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
