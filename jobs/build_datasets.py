@@ -81,9 +81,7 @@ def filter_until_stable(
 
 
 def with_session_start(df: DataFrame) -> DataFrame:
-    return df.withColumn(
-        "session_start", F.min("ts").over(Window.partitionBy("session_id"))
-    )
+    return df.withColumn("session_start", F.min("ts").over(Window.partitionBy("session_id")))
 
 
 def renumber(df: DataFrame) -> DataFrame:
@@ -121,9 +119,7 @@ def read_sessions(
     present = [d for d in days if fs.exists(f"{lake.sessions}/dt={d}")]
     missing = [str(d) for d in days if d not in present]
     if not present:
-        raise NoInputError(
-            f"no sessions in the window {days[0]}..{day} under {lake.sessions}"
-        )
+        raise NoInputError(f"no sessions in the window {days[0]}..{day} under {lake.sessions}")
     paths = [f"{lake.sessions}/dt={d}" for d in present]
     df = spark.read.option("basePath", lake.sessions).parquet(*paths).drop("dt")
     return df, missing

@@ -21,13 +21,17 @@ log = logging.getLogger("jobs.demo")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="./dev.sh demo", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog="./dev.sh demo",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--root", default="var/demo", help="where the raw data and lake go")
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     t0 = time.monotonic()
     cfg = SynthConfig(events=args.events, days=args.days, start=dt.date(2026, 1, 1))
     raw = os.path.join(args.root, "raw", "clicks.csv")
@@ -36,17 +40,27 @@ def main(argv: list[str] | None = None) -> int:
     lake = Lake(os.path.join(args.root, "lake"))
     last = cfg.start + dt.timedelta(days=cfg.days - 1)
     spark = get_spark("demo")
-    result = run_all(spark, raw, lake, PRESETS["synthetic"], last, DatasetConfig(window_days=cfg.days))
+    result = run_all(
+        spark, raw, lake, PRESETS["synthetic"], last, DatasetConfig(window_days=cfg.days)
+    )
     print("\nDemo finished in %.0f s. Outputs under %s:" % (time.monotonic() - t0, lake.root))
-    print(f"  events      {lake.events}  ({result['ingest']['events_out']} events, "
-          f"{result['ingest']['quarantined_total']} quarantined, "
-          f"{result['ingest']['duplicates_dropped']} duplicates dropped)")
-    print(f"  quarantine  {lake.quarantine}  by reason: {json.dumps(result['ingest']['quarantined'])}")
+    print(
+        f"  events      {lake.events}  ({result['ingest']['events_out']} events, "
+        f"{result['ingest']['quarantined_total']} quarantined, "
+        f"{result['ingest']['duplicates_dropped']} duplicates dropped)"
+    )
+    print(
+        f"  quarantine  {lake.quarantine}  by reason: {json.dumps(result['ingest']['quarantined'])}"
+    )
     print(f"  sessions    {lake.sessions}  ({result['sessionize']['sessions_out']} sessions)")
     splits = result["build_datasets"]["splits"]
-    print(f"  datasets    {lake.datasets(str(last))}  (train {splits['train']['events']} events, "
-          f"test {splits['test']['events']} events)")
-    print(f"  items       {lake.datasets(str(last))}/items  ({result['popularity']['items']} items)")
+    print(
+        f"  datasets    {lake.datasets(str(last))}  (train {splits['train']['events']} events, "
+        f"test {splits['test']['events']} events)"
+    )
+    print(
+        f"  items       {lake.datasets(str(last))}/items  ({result['popularity']['items']} items)"
+    )
     print("  summaries   */_summaries/*.json")
     return 0
 

@@ -152,8 +152,15 @@ def normalize(raw_df: DataFrame, mapping: SourceMapping, window: Window) -> Data
         bad_tiebreak.alias("_bad_tiebreak"),
         raw_json.alias("raw"),
     )
+    # Unwanted event types are filtered before any quality check: they are not our data, and
+    # their dirt must not inflate the quarantine.
+    if mapping.keep_event_types is not None:
+        keep = list(mapping.keep_event_types)
+        status = F.when(~F.coalesce(F.col("event_type").isin(keep), F.lit(False)), FILTERED)
+    else:
+        status = F.when(F.lit(False), FILTERED)
     status = (
-        F.when(F.col("user_id").isNull(), "null_user_id")
+        status.when(F.col("user_id").isNull(), "null_user_id")
         .when(F.col("item_id").isNull(), "null_item_id")
         .when(F.col("_ts_null"), "null_ts")
         .when(F.col("ts").isNull(), "unparseable_ts")
@@ -163,9 +170,6 @@ def normalize(raw_df: DataFrame, mapping: SourceMapping, window: Window) -> Data
             "ts_out_of_window",
         )
     )
-    if mapping.keep_event_types is not None:
-        keep = list(mapping.keep_event_types)
-        status = status.when(~F.coalesce(F.col("event_type").isin(keep), F.lit(False)), FILTERED)
     return df.withColumn("status", status.otherwise(OK)).drop("_ts_null", "_bad_tiebreak")
 
 
@@ -233,9 +237,11 @@ def run_ingest(
         if rows_in == 0:
             raise NoInputError(f"input {input_path} has no rows")
         if start is None or end is None:
-            span = tagged.filter(F.col("status") == OK).agg(
-                F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi")
-            ).first()
+            span = (
+                tagged.filter(F.col("status") == OK)
+                .agg(F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi"))
+                .first()
+            )
             if span["lo"] is None:  # nothing valid: file everything under the window's last day
                 fallback = (window.end - dt.timedelta(microseconds=1)).date()
                 span = {"lo": fallback, "hi": fallback}

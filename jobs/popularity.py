@@ -62,13 +62,17 @@ def run_popularity(spark: SparkSession, lake: Lake, day, alpha: float = 0.5) -> 
     popularity(items, alpha).coalesce(1).sortWithinPartitions("item_idx").write.parquet(
         f"{stage}/popularity"
     )
-    check = spark.read.parquet(f"{stage}/popularity").agg(
-        F.count(F.lit(1)).alias("items"),
-        F.sum("support").alias("events"),
-        F.max("support").alias("max_support"),
-        F.min("support").alias("min_support"),
-        F.max("cdf").alias("cdf_last"),
-    ).first()
+    check = (
+        spark.read.parquet(f"{stage}/popularity")
+        .agg(
+            F.count(F.lit(1)).alias("items"),
+            F.sum("support").alias("events"),
+            F.max("support").alias("max_support"),
+            F.min("support").alias("min_support"),
+            F.max("cdf").alias("cdf_last"),
+        )
+        .first()
+    )
     for name in ("items", "popularity"):
         publish_dir(fs, f"{stage}/{name}", f"{run_dir}/{name}")
     fs.delete(stage)

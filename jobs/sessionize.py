@@ -150,11 +150,15 @@ def run_sessionize(
         )
     finally:
         events.unpersist()
-    out = spark.read.parquet(stage).agg(
-        F.count(F.lit(1)).alias("events"),
-        F.countDistinct("session_id").alias("sessions"),
-        F.max("seq").alias("max_seq"),
-    ).first()
+    out = (
+        spark.read.parquet(stage)
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.countDistinct("session_id").alias("sessions"),
+            F.max("seq").alias("max_seq"),
+        )
+        .first()
+    )
     days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
     publish_partitions(fs, stage, lake.sessions, "dt", days)
     summary = {

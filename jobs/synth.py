@@ -62,7 +62,9 @@ def generate(cfg: SynthConfig) -> pa.Table:
 
     # 30% more sessions than needed: some fall past the end; the surplus is cut below.
     n_sessions = max(1, int(1.3 * cfg.events / cfg.mean_session_length))
-    lengths = np.minimum(rng.geometric(1.0 / cfg.mean_session_length, n_sessions), cfg.max_session_length)
+    lengths = np.minimum(
+        rng.geometric(1.0 / cfg.mean_session_length, n_sessions), cfg.max_session_length
+    )
     n_users = max(1, int(n_sessions / cfg.sessions_per_user))
     users = np.sort(rng.integers(0, n_users, n_sessions))
 
@@ -154,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=dt.date.fromisoformat, default=d.start)
     parser.add_argument("--seed", type=int, default=d.seed)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     cfg = SynthConfig(
         events=args.events, items=args.items, days=args.days, start=args.start, seed=args.seed
     )

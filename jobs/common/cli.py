@@ -36,7 +36,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--lake", default="var/lake", help="lake root (local path or any Hadoop URI)")
+    parser.add_argument(
+        "--lake", default="var/lake", help="lake root (local path or any Hadoop URI)"
+    )
     parser.add_argument(
         "--master",
         default=None,
@@ -55,7 +57,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+def run_main(
+    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
+) -> None:
     """Run a job's main; expected failures exit 2 with a one-line error, not a bare traceback."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=False

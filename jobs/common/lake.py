@@ -71,7 +71,9 @@ class FS:
         if not self.exists(path):
             return []
         return sorted(
-            s.getPath().getName() for s in self._fs(path).listStatus(self._p(path)) if s.isDirectory()
+            s.getPath().getName()
+            for s in self._fs(path).listStatus(self._p(path))
+            if s.isDirectory()
         )
 
     def write_text(self, path: str, text: str) -> None:

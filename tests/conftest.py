@@ -1,0 +1,31 @@
+"""Shared fixtures: ONE local SparkSession per test run, and the real samples' location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs.common.spark import get_spark
+
+    session = get_spark(
+        "tests",
+        "local[2]",
+        {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real samples expected at {SHARED_DATA} (../shared/data beside the repo)")
+    return SHARED_DATA

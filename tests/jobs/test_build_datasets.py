@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.build_datasets import (
+    DatasetConfig,
+    filter_until_stable,
+    run_build_datasets,
+    time_split,
+    with_session_start,
+)
+from jobs.common.errors import ConfigError
+from jobs.common.lake import Lake
+from jobs.popularity import item_index, popularity, run_popularity
+
+T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+
+
+def sessions_df(spark, rows):
+    """rows: (session_id, item_id, hours after T0)."""
+    data = [(s, "u" + s, i, T0 + dt.timedelta(hours=h), 0) for s, i, h in rows]
+    df = spark.createDataFrame(
+        data, "session_id string, user_id string, item_id string, ts timestamp, seq int"
+    )
+    return df
+
+
+def test_filter_needs_several_passes_to_be_stable(spark):
+    # Item x has support 5 only thanks to session s3; s3 has length 2 only thanks to item y
+    # (support 1). Pass 1 drops y, then s3 (now length 1), leaving x with support 4;
+    # pass 2 drops x, then s1 and t* (now length 1); pass 3 changes nothing.
+    rows = [("s1", "x", 0), ("s1", "a", 0.1)]
+    rows += [(f"t{k}", "x", 0) for k in range(3)] + [(f"t{k}", "a", 0.1) for k in range(3)]
+    rows += [("s3", "x", 0), ("s3", "y", 0.1)]
+    rows += [(f"w{k}", "a", 0) for k in range(2)] + [(f"w{k}", "b", 0.1) for k in range(2)]
+    rows += [(f"v{k}", "b", 0) for k in range(3)] + [(f"v{k}", "a", 0.1) for k in range(3)]
+    df, passes = filter_until_stable(sessions_df(spark, rows))
+    left = df.collect()
+    assert passes == 3
+    assert {r.item_id for r in left} == {"a", "b"}
+    assert sorted({r.session_id for r in left}) == ["v0", "v1", "v2", "w0", "w1"]
+
+
+def test_time_split_boundaries_truncation_and_unknown_items(spark):
+    split = dt.datetime(2024, 3, 2, tzinfo=dt.UTC)  # T0 + 24h
+    rows = [
+        ("old", "a", 1),
+        ("old", "b", 2),  # train
+        ("straddle", "a", 23),
+        ("straddle", "b", 23.5),
+        ("straddle", "c", 24.5),
+        ("short", "a", 23.9),
+        ("short", "c", 24.1),  # truncated to length 1 -> dropped
+        ("new", "a", 24),
+        ("new", "b", 25),  # starts exactly at split -> test
+        ("unk", "a", 26),
+        ("unk", "zz", 27),  # zz unknown to train -> len 1 -> gone
+        ("new2", "b", 26),
+        ("new2", "zz", 26.5),
+        ("new2", "a", 27),  # zz removed, closes up
+    ]
+    train, test = time_split(with_session_start(sessions_df(spark, rows)), split)
+    tr = sorted((r.session_id, r.item_id) for r in train.collect())
+    te = sorted((r.session_id, r.item_id) for r in test.collect())
+    assert tr == [("old", "a"), ("old", "b"), ("straddle", "a"), ("straddle", "b")]
+    assert te == [("new", "a"), ("new", "b"), ("new2", "a"), ("new2", "b")]
+
+
+def test_dataset_config_is_validated():
+    with pytest.raises(ConfigError, match="window_days"):
+        DatasetConfig(window_days=2, test_days=1, valid_days=1)
+    with pytest.raises(ConfigError, match="test_days"):
+        DatasetConfig(test_days=0)
+
+
+def test_item_index_is_contiguous_and_deterministic(spark):
+    rows = [("a",)] * 3 + [("b",)] * 5 + [("c",)] * 3 + [("d",)]
+    df = spark.createDataFrame(rows, "item_id string")
+    got = [tuple(r) for r in item_index(df).orderBy("item_idx").collect()]
+    assert got == [("b", 0, 5), ("a", 1, 3), ("c", 2, 3), ("d", 3, 1)]
+    again = [tuple(r) for r in item_index(df.orderBy(F.rand(1))).orderBy("item_idx").collect()]
+    assert again == got
+
+
+def test_popularity_weights_and_cdf(spark):
+    items = spark.createDataFrame(
+        [("b", 0, 9), ("a", 1, 4), ("c", 2, 1)], "item_id string, item_idx int, support long"
+    )
+    rows = popularity(items, 0.5).orderBy("item_idx").collect()
+    assert [r.weight for r in rows] == pytest.approx([3.0, 2.0, 1.0])
+    assert [r.cdf for r in rows] == pytest.approx([0.5, 5 / 6, 1.0])
+    uniform = popularity(items, 0.0).orderBy("item_idx").collect()
+    assert [r.cdf for r in uniform] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_build_and_popularity_publish_run_directory(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    rows = []
+    for k in range(12):  # 12 sessions a day over 4 days, 6 items
+        for d in range(4):
+            sid = f"s{d}_{k}"
+            rows += [
+                (sid, f"i{k % 6}", 24 * d + 1 + k * 0.5),
+                (sid, f"i{(k + 1) % 6}", 24 * d + 1.1 + k * 0.5),
+            ]
+    df = sessions_df(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
+    df.write.partitionBy("dt").parquet(lake.sessions)
+    day = dt.date(2024, 3, 4)
+    s = run_build_datasets(spark, lake, day, DatasetConfig(window_days=4))
+    assert s["splits"]["test"]["sessions"] == 12 and s["splits"]["valid"]["sessions"] == 12
+    assert s["splits"]["train"]["sessions"] == 36 and s["splits"]["train_tr"]["sessions"] == 24
+    p = run_popularity(spark, lake, day, alpha=1.0)
+    assert p["items"] == 6 and p["train_events"] == 72
+    items = spark.read.parquet(f"{lake.datasets(str(day))}/items").collect()
+    assert sorted(r.item_idx for r in items) == list(range(6))
+    test = spark.read.parquet(f"{lake.datasets(str(day))}/test")
+    assert sorted({r.seq for r in test.collect()}) == [0, 1]

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.common.errors import ConfigError, SchemaError
+from jobs.ingest import Window, normalize, quarantined, valid_events
+from jobs.sources import PRESETS, SourceMapping
+
+WIDE = Window(dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1))
+M = SourceMapping(user_col="u", item_col="i", ts_col="t")
+
+
+def micros(*args) -> int:
+    """Epoch microseconds of a UTC datetime, computed with the standard library."""
+    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp()) * 1_000_000
+
+
+def tagged(spark, rows, mapping=M, window=WIDE, schema="u string, i string, t string"):
+    df = normalize(spark.createDataFrame(rows, schema), mapping, window)
+    return df.withColumn("ts_us", F.unix_micros("ts"))
+
+
+def test_timestamps_in_seconds_millis_micros_and_iso_parse_to_the_same_instant(spark):
+    rows = [
+        ("a", "1", "1396860669"),
+        ("b", "1", "1396860669000"),
+        ("c", "1", "1396860669000000"),
+        ("d", "1", "2014-04-07T08:51:09Z"),
+        ("e", "1", "2014-04-07 10:51:09+02:00"),
+        ("f", "1", "2014-04-07 08:51:09"),  # no zone: UTC
+    ]
+    got = {r.user_id: r.ts_us for r in tagged(spark, rows).collect()}
+    assert got == dict.fromkeys("abcdef", micros(2014, 4, 7, 8, 51, 9))
+
+
+def test_decimal_seconds_keep_their_milliseconds(spark):
+    got = tagged(spark, [("a", "1", "1396860669.277")]).first().ts_us
+    assert got == micros(2014, 4, 7, 8, 51, 9) + 277_000
+
+
+def test_explicit_units_override_magnitude(spark):
+    mapping = SourceMapping(user_col="u", item_col="i", ts_col="t", ts_unit="ms")
+    got = tagged(spark, [("a", "1", "1396860669277")], mapping).first().ts_us
+    assert got == micros(2014, 4, 7, 8, 51, 9) + 277_000
+
+
+def test_typed_parquet_columns(spark):
+    df = spark.createDataFrame(
+        [(7, 42, dt.datetime(2020, 5, 1, 12, 0, tzinfo=dt.UTC))], "u long, i long, t timestamp"
+    )
+    row = normalize(df, M, WIDE).withColumn("ts_us", F.unix_micros("ts")).first()
+    assert (row.user_id, row.item_id, row.status) == ("7", "42", "ok")
+    assert row.ts_us == micros(2020, 5, 1, 12, 0)
+
+
+def test_bad_rows_get_the_first_applicable_reason(spark):
+    rows = [
+        ("a", "1", "1396860669"),
+        (None, "1", "1396860669"),
+        ("  ", "1", "1396860669"),
+        ("b", None, "1396860669"),
+        ("c", "1", None),
+        ("d", "1", "yesterday"),
+        ("e", "1", "0"),  # 1970: outside the sane window
+        (None, None, "garbage"),
+    ]
+    got = [r.status for r in tagged(spark, rows).collect()]
+    assert got == [
+        "ok",
+        "null_user_id",
+        "null_user_id",
+        "null_item_id",
+        "null_ts",
+        "unparseable_ts",
+        "ts_out_of_window",
+        "null_user_id",
+    ]
+
+
+def test_quarantine_keeps_the_raw_row_and_files_it_by_date(spark):
+    window = Window(dt.datetime(2014, 4, 7), dt.datetime(2014, 4, 9))
+    rows = [("", "1", "1396860669"), ("d", "1", "nope")]
+    q = quarantined(tagged(spark, rows, window=window), window, "2014-04-08").collect()
+    by_reason = {r.reason: r for r in q}
+    assert by_reason["null_user_id"].dt == "2014-04-07"  # its own (known) date
+    assert by_reason["unparseable_ts"].dt == "2014-04-08"  # no date: the run's last date
+    assert '"t":"nope"' in by_reason["unparseable_ts"].raw
+
+
+def test_exact_duplicates_are_dropped_but_near_duplicates_kept(spark):
+    rows = [
+        ("a", "1", "1396860669"),
+        ("a", "1", "1396860669"),
+        ("a", "1", "1396860670"),
+        ("a", "2", "1396860669"),
+    ]
+    assert valid_events(tagged(spark, rows)).count() == 3
+
+
+def test_event_type_filter_is_counted_not_quarantined(spark):
+    mapping = SourceMapping(
+        user_col="u", item_col="i", ts_col="t", event_type_col="e", keep_event_types=("pv",)
+    )
+    rows = [("a", "1", "1396860669", "pv"), ("a", "1", "1396860669", "buy"), ("a", "1", "1", None)]
+    got = [
+        r.status
+        for r in tagged(
+            spark, rows, mapping, schema="u string, i string, t string, e string"
+        ).collect()
+    ]
+    assert got == ["ok", "filtered_event_type", "filtered_event_type"]
+
+
+def test_tiebreak_parsed_and_bad_tiebreak_quarantined(spark):
+    mapping = SourceMapping(user_col="u", item_col="i", ts_col="t", tiebreak_col="s")
+    rows = [("a", "1", "1396860669", "3"), ("a", "1", "1396860669", "x")]
+    got = tagged(spark, rows, mapping, schema="u string, i string, t string, s string").collect()
+    assert [(r.tiebreak, r.status) for r in got] == [(3, "ok"), (None, "unparseable_tiebreak")]
+
+
+def test_missing_columns_error_names_expected_and_found(spark):
+    df = spark.createDataFrame([("a", "1")], "user string, item string")
+    with pytest.raises(SchemaError) as err:
+        normalize(df, SourceMapping(user_col="user", item_col="item", ts_col="time"), WIDE)
+    assert "['time']" in str(err.value)
+    assert "['user', 'item']" in str(err.value)
+
+
+def test_mapping_validation():
+    with pytest.raises(ConfigError, match="csv_columns"):
+        SourceMapping(header=False)
+    with pytest.raises(ConfigError, match="unknown mapping keys"):
+        PRESETS["rsc15"].override(user_column="x")
+    with pytest.raises(ConfigError, match="ts_unit"):
+        SourceMapping(ts_unit="minutes")
+
+
+def test_cli_reports_a_missing_column_in_one_line(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.csv"
+    src.write_text("user,item\na,1\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.ingest",
+            "--input",
+            str(src),
+            "--lake",
+            str(tmp_path / "l"),
+            "--user-col",
+            "user",
+            "--item-col",
+            "item",
+            "--ts-col",
+            "time",
+            "--master",
+            "local[1]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 2
+    assert "SchemaError: input lacks column(s) ['time']" in proc.stderr
+    assert "Traceback" not in proc.stderr

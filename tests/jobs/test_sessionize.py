@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from pyspark.sql import functions as F
+
+from jobs.common.lake import Lake
+from jobs.sessionize import cap_heavy_users, run_sessionize, sessionize
+
+T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def events(spark, rows, with_tiebreak=False):
+    """rows: (user, item, seconds after T0[, tiebreak])."""
+    data = [(u, i, T0 + dt.timedelta(seconds=s), *rest) for u, i, s, *rest in rows]
+    schema = "user_id string, item_id string, ts timestamp"
+    if with_tiebreak:
+        schema += ", tiebreak long"
+    return spark.createDataFrame(data, schema)
+
+
+def groups(df):
+    """[(user, [items in seq order]) per session], sorted: compares sessionizations."""
+    rows = df.orderBy("user_id", "session_start", "seq").collect()
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r.user_id, r.session_id), []).append(r.item_id)
+    return sorted((u, items) for (u, _), items in out.items())
+
+
+def test_gap_of_exactly_30_minutes_stays_and_30_01_splits(spark):
+    df = events(spark, [("u", "a", 0), ("u", "b", 1800), ("u", "c", 3601)])
+    assert groups(sessionize(df)) == [("u", ["a", "b"]), ("u", ["c"])]
+
+
+def test_configurable_gap(spark):
+    df = events(spark, [("u", "a", 0), ("u", "b", 600), ("u", "c", 1201)])
+    assert groups(sessionize(df, gap_seconds=600)) == [("u", ["a", "b"]), ("u", ["c"])]
+
+
+def test_out_of_order_input_is_ordered_by_time(spark):
+    df = events(spark, [("u", "c", 120), ("u", "a", 0), ("u", "b", 60)])
+    assert groups(sessionize(df)) == [("u", ["a", "b", "c"])]
+
+
+def test_equal_timestamps_follow_the_tiebreak(spark):
+    df = events(spark, [("u", "z", 0, 2), ("u", "y", 0, 1), ("u", "x", 0, 3)], with_tiebreak=True)
+    assert groups(sessionize(df)) == [("u", ["y", "z", "x"])]
+
+
+def test_immediate_repeats_removed_by_default_but_not_across_sessions(spark):
+    df = events(
+        spark, [("u", "a", 0), ("u", "a", 10), ("u", "b", 20), ("u", "a", 30), ("u", "a", 4000)]
+    )
+    assert groups(sessionize(df)) == [("u", ["a"]), ("u", ["a", "b", "a"])]
+    assert groups(sessionize(df, remove_repeats=False)) == [
+        ("u", ["a"]),
+        ("u", ["a", "a", "b", "a"]),
+    ]
+
+
+def test_repeats_still_count_as_activity_for_the_gap(spark):
+    # a(0) a(1700) b(3400): each gap is under 30 minutes thanks to the repeat.
+    df = events(spark, [("u", "a", 0), ("u", "a", 1700), ("u", "b", 3400)])
+    assert groups(sessionize(df)) == [("u", ["a", "b"])]
+
+
+def test_seq_is_zero_based_and_session_id_deterministic(spark):
+    df = events(spark, [("u", "a", 0), ("u", "b", 60), ("v", "c", 0)])
+    first = sessionize(df).orderBy("user_id", "seq").collect()
+    again = sessionize(df.orderBy(F.rand(3))).orderBy("user_id", "seq").collect()
+    assert [r.seq for r in first] == [0, 1, 0]
+    assert [r.session_id for r in first] == [r.session_id for r in again]
+    assert first[0].session_id == first[1].session_id != first[2].session_id
+    assert len(first[0].session_id) == 24
+
+
+def test_users_are_sessionized_separately(spark):
+    df = events(spark, [("u", "a", 0), ("v", "b", 10), ("u", "c", 20)])
+    assert groups(sessionize(df)) == [("u", ["a", "c"]), ("v", ["b"])]
+
+
+def test_cap_heavy_users_drops_only_users_above_the_cap(spark):
+    rows = [("bot", str(i), i) for i in range(6)] + [("u", "a", 0), ("u", "b", 5)]
+    kept = cap_heavy_users(events(spark, rows), max_events_per_day=5)
+    assert sorted({r.user_id for r in kept.collect()}) == ["u"]
+    assert cap_heavy_users(events(spark, rows), None).count() == 8
+
+
+def test_matches_spark_session_window_on_random_events(spark):
+    rng = random.Random(11)
+    rows = []
+    for u in range(40):
+        t = rng.randint(0, 86400)
+        for _ in range(rng.randint(1, 30)):
+            rows.append((f"u{u}", f"i{rng.randint(0, 50)}", t))
+            t += rng.choice([0, 5, 60, 900, 1799, 1800, 1801, 2400, 7200, rng.randint(1, 5000)])
+    df = events(spark, rows)
+    ours = (
+        sessionize(df, remove_repeats=False)
+        .groupBy("user_id", "session_start")
+        .count()
+        .select("user_id", F.unix_micros("session_start").alias("start"), "count")
+    )
+    oracle = (
+        df.groupBy("user_id", F.session_window("ts", "30 minutes"))
+        .count()
+        .select("user_id", F.unix_micros("session_window.start").alias("start"), "count")
+    )
+    assert sorted(ours.collect()) == sorted(oracle.collect())
+    assert ours.count() > 60  # the random data really has many sessions
+
+
+def _write_events(spark, lake, rows):
+    df = events(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
+    df.write.mode("overwrite").partitionBy("dt").parquet(lake.events)
+
+
+def test_session_spanning_midnight_over_two_nightly_runs(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    # T0 is 12:00 on 03-01. u: 23:50 -> 00:10 -> 00:25 (one session from 03-01);
+    # v starts fresh at 00:40 on 03-02.
+    rows = [("u", "a", 42600), ("u", "b", 43800), ("u", "c", 44700), ("v", "d", 45600)]
+    _write_events(spark, lake, rows)
+    day1, day2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    run_sessionize(spark, lake, day1)
+    run_sessionize(spark, lake, day2)
+    s = spark.read.parquet(lake.sessions)
+    d1 = s.filter(F.col("dt") == F.lit(day1)).collect()
+    d2 = s.filter(F.col("dt") == F.lit(day2)).collect()
+    assert [(r.user_id, r.item_id) for r in d1] == [("u", "a")]  # its start day holds only 'a'
+    # The 03-02 run sees u's events after midnight as the continuation of a 03-01 session:
+    # no second, phantom session for u; only v's session belongs to 03-02.
+    assert [(r.user_id, r.item_id, r.seq) for r in d2] == [("v", "d", 0)]
+    # Without the lookback, u's after-midnight events would wrongly open a session on 03-02.
+    run_sessionize(spark, lake, day2, lookback_days=0)
+    d2_nolookback = spark.read.parquet(f"{lake.sessions}/dt={day2}").collect()
+    assert sorted(r.user_id for r in d2_nolookback) == ["u", "u", "v"]
+
+
+def test_rerun_is_identical_and_leaves_other_days_untouched(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    rows = [("u", "a", 0), ("u", "b", 60), ("v", "c", 86400), ("v", "d", 86460)]
+    _write_events(spark, lake, rows)
+    day1, day2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    run_sessionize(spark, lake, day1)
+    run_sessionize(spark, lake, day2)
+    before = sorted(spark.read.parquet(lake.sessions).collect())
+    run_sessionize(spark, lake, day1)
+    after = sorted(spark.read.parquet(lake.sessions).collect())
+    assert before == after
+    assert {r.dt for r in after} == {day1, day2}
+
+
+def test_range_run_equals_day_by_day_runs(spark, tmp_path):
+    rng = random.Random(5)
+    rows = [
+        (f"u{rng.randint(0, 30)}", f"i{rng.randint(0, 9)}", rng.randint(0, 3 * 86400))
+        for _ in range(400)
+    ]
+    a, b = Lake(str(tmp_path / "a")), Lake(str(tmp_path / "b"))
+    _write_events(spark, a, rows)
+    _write_events(spark, b, rows)
+    days = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(4)]
+    for d in days:
+        run_sessionize(spark, a, d)
+    summary = run_sessionize(spark, b, days[0], last_day=days[-1])
+    ra = sorted(spark.read.parquet(a.sessions).collect())
+    rb = sorted(spark.read.parquet(b.sessions).collect())
+    assert ra == rb and len(ra) == summary["session_events_out"] > 300
