@@ -225,7 +225,7 @@ def run_ingest(
     start: dt.date | None = None,
     end: dt.date | None = None,
 ) -> dict:
-    """Ingest `input_path` for the dates [start, end] (default: every date found); return summary."""
+    """Ingest `input_path` for dates [start, end] (default: every date found); return a summary."""
     t0 = time.monotonic()
     fs = FS(spark)
     raw_df = read_raw(spark, input_path, mapping)

@@ -1,4 +1,4 @@
-"""Errors the jobs raise for bad input or configuration; `run_main` turns them into one clear line."""
+"""Errors for bad input or configuration; `run_main` turns them into one clear line."""
 
 from __future__ import annotations
 
