@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
+# The embedded default runs Spark in local mode: keep its endpoints on loopback.
+export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 
 die() { echo "dev.sh: $*" >&2; exit 1; }
 

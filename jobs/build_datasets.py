@@ -126,14 +126,17 @@ def read_sessions(
 
 
 def _stats(df: DataFrame) -> dict:
+    """Events, sessions (rows with seq 0: one per session), distinct items, time span."""
     row = df.agg(
         F.count(F.lit(1)).alias("events"),
-        F.countDistinct("session_id").alias("sessions"),
+        F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
         F.countDistinct("item_id").alias("items"),
         F.min("ts").alias("first_ts"),
         F.max("ts").alias("last_ts"),
     ).first()
-    return {k: (str(v) if isinstance(v, dt.datetime) else v) for k, v in row.asDict().items()}
+    out = {k: (str(v) if isinstance(v, dt.datetime) else v) for k, v in row.asDict().items()}
+    out["sessions"] = out["sessions"] or 0
+    return out
 
 
 def run_build_datasets(
@@ -146,8 +149,11 @@ def run_build_datasets(
     if missing:
         log.warning("window %s days missing: %s", len(missing), ", ".join(missing))
     stats_in = _stats(sessions)
+    # Partition by session once: every later per-session aggregate, join and window then
+    # runs without another shuffle of the events (checkpoints keep the partitioning).
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
     filtered, passes = filter_until_stable(
-        sessions.select(*DATASET_COLUMNS),
+        sessions.select(*DATASET_COLUMNS).repartition(parts, "session_id"),
         cfg.min_session_length,
         cfg.min_item_support,
         cfg.max_passes,

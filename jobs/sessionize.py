@@ -83,7 +83,7 @@ def cap_heavy_users(events_df: DataFrame, max_events_per_day: int | None) -> Dat
         return events_df
     per_day = events_df.groupBy("user_id", F.to_date("ts").alias("_d")).count()
     heavy = per_day.filter(F.col("count") > max_events_per_day).select("user_id").distinct()
-    return events_df.join(heavy, "user_id", "left_anti")
+    return events_df.join(F.broadcast(heavy), "user_id", "left_anti")
 
 
 def sessions_starting_in(sessions_df: DataFrame, first: dt.date, last: dt.date) -> DataFrame:
@@ -154,7 +154,7 @@ def run_sessionize(
         spark.read.parquet(stage)
         .agg(
             F.count(F.lit(1)).alias("events"),
-            F.countDistinct("session_id").alias("sessions"),
+            F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
             F.max("seq").alias("max_seq"),
         )
         .first()
@@ -173,7 +173,7 @@ def run_sessionize(
         "capped_users": capped["users"],
         "capped_events": capped["events"],
         "session_events_out": out["events"],
-        "sessions_out": out["sessions"],
+        "sessions_out": out["sessions"] or 0,
         "longest_session": (out["max_seq"] + 1) if out["max_seq"] is not None else 0,
         "seconds": round(time.monotonic() - t0, 2),
     }

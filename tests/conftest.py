@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Keep every Spark endpoint on loopback (local mode and the standalone-cluster test alike).
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 SHARED_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

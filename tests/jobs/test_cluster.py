@@ -1,0 +1,168 @@
+"""The jobs run unchanged through spark-submit on a real standalone cluster (master + worker on
+127.0.0.1): nothing is tied to local mode. Outputs are read back with pyarrow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from tests.jobs.reference import sessionize_pd
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_worker(ui_port: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as r:
+                state = json.load(r)
+            if state.get("aliveworkers", 0) >= 1:
+                return state
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError("the standalone worker did not register with the master")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOG_DIR": str(tmp_path / "logs"),
+        "SPARK_WORKER_DIR": str(tmp_path / "work"),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    port, ui, wui = _free_port(), _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    cls = str(home / "bin" / "spark-class")
+    logs = open(tmp_path / "cluster.log", "w")  # noqa: SIM115 - closed in the teardown
+    procs = [
+        subprocess.Popen(
+            [
+                cls,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            env=env,
+            stdout=logs,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ]
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    cls,
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "2",
+                    "--memory",
+                    "2g",
+                    "--webui-port",
+                    str(wui),
+                    url,
+                ],
+                env=env,
+                stdout=logs,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        _wait_for_worker(ui)
+        yield {"url": url, "ui": ui, "env": env, "home": home}
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        logs.close()
+    assert all(p.poll() is not None for p in procs)  # both processes we started are gone
+
+
+def test_all_jobs_through_spark_submit_on_a_standalone_cluster(cluster, shared_data, tmp_path):
+    lake = tmp_path / "lake"
+    src = shared_data / "taobao_sample" / "UserBehavior.csv"
+    cmd = [
+        str(cluster["home"] / "bin" / "spark-submit"),
+        "--master",
+        cluster["url"],
+        "--conf",
+        "spark.executor.memory=1g",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.sql.shuffle.partitions=4",
+        str(ROOT / "jobs" / "run_all.py"),
+        "--input",
+        str(src),
+        "--preset",
+        "taobao",
+        "--lake",
+        str(lake),
+        "--date",
+        "2017-12-03",
+        "--window-days",
+        "9",
+    ]
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster['ui']}/json/", timeout=5) as r:
+        apps = json.load(r)["completedapps"]
+    assert [a["name"] for a in apps] == ["run_all"]  # it really ran on this cluster
+
+    cols = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
+    raw = pd.read_csv(src, header=None, names=cols, dtype=str)
+    ts = raw.timestamp.astype(np.int64)
+    keep = (raw.behavior_type == "pv") & (ts >= 1511568000) & (ts < 1512345600)
+    ev = pd.DataFrame({"user_id": raw.user_id, "item_id": raw.item_id, "ts_us": ts * 1_000_000})[
+        keep
+    ].drop_duplicates()
+    events = ds.dataset(lake / "events", format="parquet", partitioning="hive").to_table()
+    sessions = ds.dataset(lake / "sessions", format="parquet", partitioning="hive").to_table()
+    assert events.num_rows == len(ev)
+    ref = sessionize_pd(ev)
+    assert sessions.num_rows == len(ref)
+    assert (
+        len(set(sessions.column("session_id").to_pylist()))
+        == ref.groupby(["user_id", "start_us"]).ngroups
+    )
+    items = ds.dataset(lake / "datasets" / "run=2017-12-03" / "items", format="parquet")
+    assert items.count_rows() > 0

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+
+from pyspark.sql import functions as F
+
+from jobs.common.lake import FS, publish_dir, publish_partitions, staging_path, write_summary
+
+
+def _write(spark, path, rows):
+    spark.createDataFrame(rows, "v int, dt string").write.partitionBy("dt").parquet(path)
+
+
+def test_publish_partitions_replaces_only_the_run_dates(spark, tmp_path):
+    fs = FS(spark)
+    final = str(tmp_path / "t")
+    _write(spark, final, [(1, "d1"), (2, "d2"), (3, "d3")])
+    stage = staging_path(final)
+    _write(spark, stage, [(20, "d2")])
+    # This run owns d2 and d3: d2 is replaced, d3 (nothing produced) removed, d1 untouched.
+    assert publish_partitions(fs, stage, final, "dt", ["d2", "d3"]) == ["d2"]
+    got = sorted((r.v, r.dt) for r in spark.read.parquet(final).collect())
+    assert got == [(1, "d1"), (20, "d2")]
+    assert not fs.exists(stage)
+
+
+def test_publish_dir_swaps_whole_directory(spark, tmp_path):
+    fs = FS(spark)
+    final = str(tmp_path / "run=x")
+    spark.range(3).write.parquet(final)
+    stage = staging_path(str(tmp_path))
+    spark.range(5).write.parquet(stage)
+    publish_dir(fs, stage, final)
+    assert spark.read.parquet(final).agg(F.max("id")).first()[0] == 4
+    assert fs.list_dirs(str(tmp_path / "_trash")) == []
+
+
+def test_summary_is_written_atomically_and_readable(spark, tmp_path):
+    fs = FS(spark)
+    path = write_summary(fs, str(tmp_path / "ds"), "2024-01-01", {"rows": 3})
+    assert json.loads((tmp_path / "ds" / "_summaries" / "2024-01-01.json").read_text()) == {
+        "rows": 3
+    }
+    assert path.endswith("_summaries/2024-01-01.json")
+    assert [p.name for p in (tmp_path / "ds" / "_summaries").iterdir()] == ["2024-01-01.json"]
