@@ -1,6 +1,8 @@
 """Build datasets: sessions of a training window -> filtered, time-split train/valid/test.
 
 Output `datasets/run=D/{train,train_tr,valid,test}/` with session_id, user_id, item_id, ts, seq.
+seq keeps each event's position in its original session: strictly increasing within a session,
+with gaps where filtering removed events (order by it; do not expect it to be contiguous).
 - Filter: drop sessions shorter than 2 and items with support below 5, repeated until stable.
 - Split: test = sessions starting in the last `test_days` of the window; train = events before
   that split time (sessions straddling it are truncated, then length-1 sessions dropped).
@@ -16,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
@@ -53,61 +55,148 @@ class DatasetConfig:
             raise ConfigError(f"minimum lengths and supports must be >= 1, found {self}")
 
 
-def filter_pass(df: DataFrame, min_session_length: int, min_item_support: int) -> DataFrame:
-    """One pass: drop rare items, then the sessions that became too short."""
-    items = df.groupBy("item_id").count().filter(F.col("count") >= min_item_support)
-    df = df.join(F.broadcast(items.select("item_id")), "item_id", "left_semi")
-    sessions = df.groupBy("session_id").count().filter(F.col("count") >= min_session_length)
-    return df.join(sessions.select("session_id"), "session_id", "left_semi")
+# Sets of keys up to this size are broadcast to every task; larger ones use a shuffle join.
+BROADCAST_MAX_KEYS = 4_000_000
 
 
-def filter_until_stable(
-    df: DataFrame, min_session_length: int = 2, min_item_support: int = 5, max_passes: int = 100
-) -> tuple[DataFrame, int]:
-    """Repeat `filter_pass` until no row is dropped; return the result and the passes taken.
+def with_keys(df: DataFrame, salt: int = 0) -> DataFrame:
+    """Add 64-bit keys for session and item ids: set operations on longs are cheap."""
+    return df.withColumn("sk", F.xxhash64("session_id", F.lit(salt))).withColumn(
+        "ik", F.xxhash64("item_id", F.lit(salt))
+    )
 
-    Each pass is materialized with localCheckpoint: it cuts the lineage, which otherwise grows
-    with every pass until the driver runs out of memory planning it.
+
+def keep(df: DataFrame, keys: DataFrame, col: str, n_keys: int) -> DataFrame:
+    """Rows of `df` whose `col` is in `keys` (a checkpointed set of `n_keys` keys)."""
+    small = F.broadcast(keys) if n_keys <= BROADCAST_MAX_KEYS else keys
+    return df.join(small, col, "left_semi")
+
+
+@dataclass
+class KeySet:
+    """A checkpointed one-column DataFrame of keys and its size."""
+
+    df: DataFrame
+    n: int
+
+    @classmethod
+    def of(cls, df: DataFrame) -> KeySet:
+        df = df.localCheckpoint(eager=True)
+        return cls(df, df.count())
+
+
+def stable_sets(
+    keyed: DataFrame, min_session_length: int, min_item_support: int, max_passes: int
+) -> tuple[KeySet, KeySet, int]:
+    """Kept sessions and items once dropping short sessions and rare items changes nothing.
+
+    Each pass recomputes both sets from the original events joined with the last sets (which
+    only shrink), so the plan never grows with the passes and the events are never shuffled.
     """
-    rows = df.count()
+    sessions = items = None
     for passes in range(1, max_passes + 1):
-        nxt = filter_pass(df, min_session_length, min_item_support).localCheckpoint(eager=True)
-        nxt_rows = nxt.count()
-        df = nxt
-        if nxt_rows == rows:
-            return df, passes
-        rows = nxt_rows
+        cur = keyed.select("sk", "ik")
+        if sessions is not None:
+            cur = keep(keep(cur, sessions.df, "sk", sessions.n), items.df, "ik", items.n)
+        new_items = KeySet.of(
+            cur.groupBy("ik").count().filter(F.col("count") >= min_item_support).select("ik")
+        )
+        new_sessions = KeySet.of(
+            keep(cur, new_items.df, "ik", new_items.n)
+            .groupBy("sk")
+            .count()
+            .filter(F.col("count") >= min_session_length)
+            .select("sk")
+        )
+        if sessions is not None and (new_sessions.n, new_items.n) == (sessions.n, items.n):
+            return new_sessions, new_items, passes
+        sessions, items = new_sessions, new_items
     raise ConfigError(f"filtering did not converge within {max_passes} passes")
 
 
-def with_session_start(df: DataFrame) -> DataFrame:
-    return df.withColumn("session_start", F.min("ts").over(Window.partitionBy("session_id")))
+def keyed_events(events: DataFrame) -> tuple[DataFrame, int, dict]:
+    """Cache the compact (sk, ik, ts) table; return it, the salt used and input stats.
 
-
-def renumber(df: DataFrame) -> DataFrame:
-    """Recompute the 0-based seq after events were removed; keep only dataset columns."""
-    w = Window.partitionBy("session_id").orderBy("ts", "seq")
-    return df.withColumn("seq", F.row_number().over(w) - 1).select(*DATASET_COLUMNS)
-
-
-def drop_short_sessions(df: DataFrame, min_length: int) -> DataFrame:
-    lengths = df.groupBy("session_id").count().filter(F.col("count") >= min_length)
-    return df.join(lengths.select("session_id"), "session_id", "left_semi")
-
-
-def time_split(
-    df: DataFrame, split_time: dt.datetime, min_session_length: int = 2
-) -> tuple[DataFrame, DataFrame]:
-    """(train, test): test = sessions starting at/after `split_time`, restricted to train items.
-
-    `df` needs session_start. Train = events before split_time, then sessions of length >= 2.
+    The keys are checked, not assumed, to be collision-free: their distinct counts must equal
+    the ids' distinct counts; another salt is tried otherwise.
     """
-    split = F.lit(split_time)
-    train = drop_short_sessions(df.filter(F.col("ts") < split), min_session_length)
-    test = df.filter(F.col("session_start") >= split)
-    test = test.join(F.broadcast(train.select("item_id").distinct()), "item_id", "left_semi")
-    test = drop_short_sessions(test, min_session_length)
-    return train, test
+    n_sessions = events.select("session_id").distinct().count()
+    n_items = events.select("item_id").distinct().count()
+    for salt in range(3):
+        keys = with_keys(events, salt).select("sk", "ik", "ts").persist()
+        if (keys.select("sk").distinct().count(), keys.select("ik").distinct().count()) == (
+            n_sessions,
+            n_items,
+        ):
+            row = keys.agg(F.count(F.lit(1)), F.min("ts"), F.max("ts")).first()
+            stats = {
+                "events": row[0],
+                "sessions": n_sessions,
+                "items": n_items,
+                "first_ts": str(row[1]),
+                "last_ts": str(row[2]),
+            }
+            return keys, salt, stats
+        keys.unpersist()
+    raise ConfigError("session/item id hashes collide under three salts")  # pragma: no cover
+
+
+@dataclass
+class SplitSpec:
+    """A split = the events before `before` (None: all) of `sessions`, with `items` only."""
+
+    before: dt.datetime | None
+    sessions: KeySet
+    items: KeySet
+
+    def select(self, keyed: DataFrame) -> DataFrame:
+        df = keyed if self.before is None else keyed.filter(F.col("ts") < F.lit(self.before))
+        df = keep(df, self.sessions.df, "sk", self.sessions.n)
+        return keep(df, self.items.df, "ik", self.items.n)
+
+
+def split_specs(
+    keys: DataFrame,
+    cfg: DatasetConfig,
+    test_split: dt.datetime,
+    valid_split: dt.datetime,
+) -> tuple[dict[str, SplitSpec], int]:
+    """Filter until stable, then split by time; everything on the compact keys table.
+
+    Test = sessions starting at/after `test_split`, items unknown to train removed, then
+    sessions of length >= min; train = events before the split, then sessions of length >= min.
+    valid / train_tr repeat that at `valid_split` inside train. Returns the specs and passes.
+    """
+    mn, ts = cfg.min_session_length, F.col("ts")
+    sessions, items, passes = stable_sets(keys, mn, cfg.min_item_support, cfg.max_passes)
+    kept = SplitSpec(None, sessions, items).select(keys)
+    per_session = (
+        kept.groupBy("sk")
+        .agg(
+            F.min("ts").alias("start"),
+            F.sum((ts < F.lit(test_split)).cast("int")).alias("n_test"),
+            F.sum((ts < F.lit(valid_split)).cast("int")).alias("n_valid"),
+        )
+        .localCheckpoint(eager=True)
+    )
+
+    def where(cond) -> KeySet:
+        return KeySet.of(per_session.filter(cond).select("sk"))
+
+    def items_of(spec: SplitSpec) -> KeySet:
+        return KeySet.of(spec.select(keys).select("ik").distinct())
+
+    def long_enough(spec: SplitSpec) -> SplitSpec:
+        counts = spec.select(keys).groupBy("sk").count()
+        spec.sessions = KeySet.of(counts.filter(F.col("count") >= mn).select("sk"))
+        return spec
+
+    train = SplitSpec(test_split, where(F.col("n_test") >= mn), items)
+    train_tr = SplitSpec(valid_split, where(F.col("n_valid") >= mn), items)
+    test = long_enough(SplitSpec(None, where(F.col("start") >= F.lit(test_split)), items_of(train)))
+    valid_cand = where((F.col("start") >= F.lit(valid_split)) & (F.col("n_test") >= mn))
+    valid = long_enough(SplitSpec(test_split, valid_cand, items_of(train_tr)))
+    return {"train": train, "train_tr": train_tr, "valid": valid, "test": test}, passes
 
 
 def read_sessions(
@@ -125,17 +214,16 @@ def read_sessions(
     return df, missing
 
 
-def _stats(df: DataFrame) -> dict:
-    """Events, sessions (rows with seq 0: one per session), distinct items, time span."""
+def _stats(df: DataFrame, sessions: int) -> dict:
+    """Events, distinct items and time span of a split; `sessions` comes from its key set."""
     row = df.agg(
         F.count(F.lit(1)).alias("events"),
-        F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
         F.countDistinct("item_id").alias("items"),
         F.min("ts").alias("first_ts"),
         F.max("ts").alias("last_ts"),
     ).first()
     out = {k: (str(v) if isinstance(v, dt.datetime) else v) for k, v in row.asDict().items()}
-    out["sessions"] = out["sessions"] or 0
+    out["sessions"] = sessions
     return out
 
 
@@ -148,29 +236,27 @@ def run_build_datasets(
     sessions, missing = read_sessions(spark, lake, day, cfg.window_days)
     if missing:
         log.warning("window %s days missing: %s", len(missing), ", ".join(missing))
-    stats_in = _stats(sessions)
-    # Partition by session once: every later per-session aggregate, join and window then
-    # runs without another shuffle of the events (checkpoints keep the partitioning).
-    parts = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    filtered, passes = filter_until_stable(
-        sessions.select(*DATASET_COLUMNS).repartition(parts, "session_id"),
-        cfg.min_session_length,
-        cfg.min_item_support,
-        cfg.max_passes,
-    )
-    filtered = with_session_start(filtered)
+    events = sessions.select(*DATASET_COLUMNS)
+    keys, salt, stats_in = keyed_events(events)
+    log.info("read and keyed the window: %.1f s", time.monotonic() - t0)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
     test_split = end - dt.timedelta(days=cfg.test_days)
     valid_split = test_split - dt.timedelta(days=cfg.valid_days)
-    train, test = time_split(filtered, test_split, cfg.min_session_length)
-    train = train.localCheckpoint(eager=True)
-    train_tr, valid = time_split(with_session_start(train), valid_split, cfg.min_session_length)
+    try:
+        specs, passes = split_specs(keys, cfg, test_split, valid_split)
+    finally:
+        keys.unpersist()
+    log.info("filtered in %d passes and split: %.1f s", passes, time.monotonic() - t0)
 
     stage = staging_path(lake.path("datasets"))
-    outputs = {"train": train, "train_tr": train_tr, "valid": valid, "test": test}
-    for name, df in outputs.items():
-        renumber(df).sortWithinPartitions("session_id", "seq").write.parquet(f"{stage}/{name}")
-    out_stats = {name: _stats(spark.read.parquet(f"{stage}/{name}")) for name in SPLITS}
+    keyed = with_keys(events, salt)
+    for name in SPLITS:
+        specs[name].select(keyed).select(*DATASET_COLUMNS).write.parquet(f"{stage}/{name}")
+    log.info("wrote the splits: %.1f s", time.monotonic() - t0)
+    out_stats = {
+        name: _stats(spark.read.parquet(f"{stage}/{name}"), specs[name].sessions.n)
+        for name in SPLITS
+    }
     for name in ("train", "test"):
         if out_stats[name]["events"] == 0:
             fs.delete(stage)

@@ -49,40 +49,46 @@ def sessionize(
 
     Input needs user_id, item_id, ts (and optionally tiebreak). Returns session_id, user_id,
     item_id, ts, seq, session_start. Repeats are removed after the gaps are measured, so a
-    repeated click still counts as activity.
+    repeated click still counts as activity. Every window shares one partitioning and order,
+    so the events are shuffled and sorted once.
     """
     if gap_seconds <= 0:
         raise ConfigError(f"gap_seconds must be positive, found {gap_seconds}")
     by_user = Window.partitionBy("user_id").orderBy(*_event_order(events_df))
     running = by_user.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     ts_us = F.unix_micros("ts")
-    new_session = F.lag(ts_us).over(by_user).isNull() | (
-        ts_us - F.lag(ts_us).over(by_user) > gap_seconds * 1_000_000
+    prev_us = F.lag(ts_us).over(by_user)
+    df = events_df.withColumn(
+        "_new", prev_us.isNull() | (ts_us - prev_us > gap_seconds * 1_000_000)
     )
-    df = events_df.withColumn("_new", new_session).withColumn(
-        "_start_us", F.max(F.when(F.col("_new"), ts_us)).over(running)
-    )
+    df = df.withColumn("_start_us", F.max(F.when(F.col("_new"), ts_us)).over(running))
     if remove_repeats:
-        prev_item = F.lag("item_id").over(by_user)
-        same = (prev_item == F.col("item_id")) & ~F.col("_new")
+        same = (F.lag("item_id").over(by_user) == F.col("item_id")) & ~F.col("_new")
         df = df.withColumn("_repeat", F.coalesce(same, F.lit(False)))
-        df = df.filter(~F.col("_repeat"))
-    by_session = Window.partitionBy("user_id", "_start_us").orderBy(*_event_order(events_df))
+        df = df.filter(~F.col("_repeat"))  # never drops a session's first event
+    # seq = position among the kept events since the session's first one.
+    df = df.withColumn("_rn", F.row_number().over(by_user))
+    df = df.withColumn("_first_rn", F.max(F.when(F.col("_new"), F.col("_rn"))).over(running))
     return df.select(
         "user_id",
         "item_id",
         "ts",
         F.timestamp_micros("_start_us").alias("session_start"),
-        (F.row_number().over(by_session) - 1).alias("seq"),
+        (F.col("_rn") - F.col("_first_rn")).cast("int").alias("seq"),
     ).withColumn("session_id", session_id_col())
+
+
+def heavy_users(events_df: DataFrame, max_events_per_day: int) -> DataFrame:
+    """user_id of users with more than `max_events_per_day` events on any day (bots)."""
+    per_day = events_df.groupBy("user_id", F.to_date("ts").alias("_d")).count()
+    return per_day.filter(F.col("count") > max_events_per_day).select("user_id").distinct()
 
 
 def cap_heavy_users(events_df: DataFrame, max_events_per_day: int | None) -> DataFrame:
     """Drop users with more than `max_events_per_day` events on any day (bots, crawlers)."""
     if not max_events_per_day:
         return events_df
-    per_day = events_df.groupBy("user_id", F.to_date("ts").alias("_d")).count()
-    heavy = per_day.filter(F.col("count") > max_events_per_day).select("user_id").distinct()
+    heavy = heavy_users(events_df, max_events_per_day)
     return events_df.join(F.broadcast(heavy), "user_id", "left_anti")
 
 
@@ -128,33 +134,33 @@ def run_sessionize(
     last = last_day or day
     if last < day:
         raise ConfigError(f"last_day {last} is before day {day}")
-    events = read_events(spark, lake, day, last, lookback_days).persist()
-    try:
-        in_range = F.to_date("ts").between(F.lit(day), F.lit(last))
-        events_in = events.filter(in_range)
-        kept = cap_heavy_users(events, max_events_per_user_day)
-        sessions = sessions_starting_in(sessionize(kept, gap_seconds, remove_repeats), day, last)
-        stage = staging_path(lake.sessions)
-        sessions.sortWithinPartitions("user_id", "session_id", "seq").write.partitionBy(
-            "dt"
-        ).parquet(stage)
-        stats = events_in.agg(
-            F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users")
-        ).first()
-        capped = (
-            events_in.join(kept.select("user_id").distinct(), "user_id", "left_anti")
-            .agg(F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users"))
-            .first()
-            if max_events_per_user_day
-            else {"events": 0, "users": 0}
-        )
-    finally:
-        events.unpersist()
+    events = read_events(spark, lake, day, last, lookback_days)
+    events_in = events.filter(F.to_date("ts").between(F.lit(day), F.lit(last)))
+    capped = {"events": 0, "users": 0}
+    kept = events
+    if max_events_per_user_day:
+        heavy = heavy_users(events, max_events_per_user_day).localCheckpoint(eager=True)
+        if heavy.count():  # usually none: skip the joins and the extra scan
+            kept = events.join(F.broadcast(heavy), "user_id", "left_anti")
+            capped = (
+                events_in.join(F.broadcast(heavy), "user_id", "left_semi")
+                .agg(F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users"))
+                .first()
+                .asDict()
+            )
+            log.warning(
+                "dropped %s users above %s events a day", capped["users"], max_events_per_user_day
+            )
+    sessions = sessions_starting_in(sessionize(kept, gap_seconds, remove_repeats), day, last)
+    stage = staging_path(lake.sessions)
+    sessions.write.partitionBy("dt").parquet(stage)
+    events_in_count = events_in.count()
     out = (
         spark.read.parquet(stage)
         .agg(
             F.count(F.lit(1)).alias("events"),
             F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
+            F.countDistinct("user_id").alias("users"),
             F.max("seq").alias("max_seq"),
         )
         .first()
@@ -168,8 +174,8 @@ def run_sessionize(
         "lookback_days": lookback_days,
         "remove_repeats": remove_repeats,
         "max_events_per_user_day": max_events_per_user_day,
-        "events_in": stats["events"],
-        "users_in": stats["users"],
+        "events_in": events_in_count,
+        "users_out": out["users"],
         "capped_users": capped["users"],
         "capped_events": capped["events"],
         "session_events_out": out["events"],

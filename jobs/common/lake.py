@@ -79,11 +79,16 @@ class FS:
     def write_text(self, path: str, text: str) -> None:
         """Write a small text file atomically: to a hidden temp file, then rename over."""
         tmp = f"{path.rsplit('/', 1)[0]}/.{uuid.uuid4().hex}.tmp"
-        out = self._fs(tmp).create(self._p(tmp), True)
+        fs = self._fs(tmp)
+        fs.setWriteChecksum(False)  # no .crc sidecar beside a file people and tools read
         try:
-            out.write(bytearray(text.encode("utf-8")))
+            out = fs.create(self._p(tmp), True)
+            try:
+                out.write(bytearray(text.encode("utf-8")))
+            finally:
+                out.close()
         finally:
-            out.close()
+            fs.setWriteChecksum(True)
         self.delete(path)
         self.rename(tmp, path)
 

@@ -7,10 +7,11 @@ from pyspark.sql import functions as F
 
 from jobs.build_datasets import (
     DatasetConfig,
-    filter_until_stable,
+    keyed_events,
     run_build_datasets,
-    time_split,
-    with_session_start,
+    split_specs,
+    stable_sets,
+    with_keys,
 )
 from jobs.common.errors import ConfigError
 from jobs.common.lake import Lake
@@ -21,11 +22,29 @@ T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 
 def sessions_df(spark, rows):
     """rows: (session_id, item_id, hours after T0)."""
-    data = [(s, "u" + s, i, T0 + dt.timedelta(hours=h), 0) for s, i, h in rows]
+    seen: dict[str, int] = {}
+    data = []
+    for s, i, h in sorted(rows, key=lambda r: (r[0], r[2])):  # seq = position in the session
+        data.append((s, "u" + s, i, T0 + dt.timedelta(hours=h), seen.setdefault(s, 0)))
+        seen[s] += 1
     df = spark.createDataFrame(
         data, "session_id string, user_id string, item_id string, ts timestamp, seq int"
     )
     return df
+
+
+def _split(spark, rows, day_split: dt.datetime, valid_split: dt.datetime, **cfg):
+    """Run filter + split on inline sessions; return {split: sorted (session, item)}, passes."""
+    events = sessions_df(spark, rows)
+    keys, salt, _ = keyed_events(events)
+    specs, passes = split_specs(keys, DatasetConfig(**cfg), day_split, valid_split)
+    keyed = with_keys(events, salt)
+    got = {
+        name: sorted((r.session_id, r.item_id) for r in spec.select(keyed).collect())
+        for name, spec in specs.items()
+    }
+    keys.unpersist()
+    return got, passes
 
 
 def test_filter_needs_several_passes_to_be_stable(spark):
@@ -37,11 +56,21 @@ def test_filter_needs_several_passes_to_be_stable(spark):
     rows += [("s3", "x", 0), ("s3", "y", 0.1)]
     rows += [(f"w{k}", "a", 0) for k in range(2)] + [(f"w{k}", "b", 0.1) for k in range(2)]
     rows += [(f"v{k}", "b", 0) for k in range(3)] + [(f"v{k}", "a", 0.1) for k in range(3)]
-    df, passes = filter_until_stable(sessions_df(spark, rows))
-    left = df.collect()
+    keys = with_keys(sessions_df(spark, rows)).select("sk", "ik", "ts")
+    sessions, items, passes = stable_sets(keys, 2, 5, 100)
     assert passes == 3
-    assert {r.item_id for r in left} == {"a", "b"}
-    assert sorted({r.session_id for r in left}) == ["v0", "v1", "v2", "w0", "w1"]
+    assert items.n == 2 and sessions.n == 5
+    late = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # everything is train
+    got, _ = _split(spark, rows, late, late - dt.timedelta(days=1))
+    assert {i for _, i in got["train"]} == {"a", "b"}
+    assert sorted({s for s, _ in got["train"]}) == ["v0", "v1", "v2", "w0", "w1"]
+
+
+def test_filter_stops_after_max_passes(spark):
+    rows = [("s1", "x", 0), ("s1", "a", 0.1)] + [(f"t{k}", "a", 0) for k in range(5)]
+    keys = with_keys(sessions_df(spark, rows)).select("sk", "ik", "ts")
+    with pytest.raises(ConfigError, match="did not converge within 1 passes"):
+        stable_sets(keys, 2, 5, 1)
 
 
 def test_time_split_boundaries_truncation_and_unknown_items(spark):
@@ -62,11 +91,14 @@ def test_time_split_boundaries_truncation_and_unknown_items(spark):
         ("new2", "zz", 26.5),
         ("new2", "a", 27),  # zz removed, closes up
     ]
-    train, test = time_split(with_session_start(sessions_df(spark, rows)), split)
-    tr = sorted((r.session_id, r.item_id) for r in train.collect())
-    te = sorted((r.session_id, r.item_id) for r in test.collect())
-    assert tr == [("old", "a"), ("old", "b"), ("straddle", "a"), ("straddle", "b")]
-    assert te == [("new", "a"), ("new", "b"), ("new2", "a"), ("new2", "b")]
+    # No support filter here: this test is about the split alone.
+    got, _ = _split(spark, rows, split, split - dt.timedelta(hours=12), min_item_support=1)
+    assert got["train"] == [("old", "a"), ("old", "b"), ("straddle", "a"), ("straddle", "b")]
+    assert got["test"] == [("new", "a"), ("new", "b"), ("new2", "a"), ("new2", "b")]
+    # Inside train, split at T0+12h: old is train_tr; straddle starts after -> valid, whose
+    # items must be known to train_tr (a and b are).
+    assert got["train_tr"] == [("old", "a"), ("old", "b")]
+    assert got["valid"] == [("straddle", "a"), ("straddle", "b")]
 
 
 def test_dataset_config_is_validated():
@@ -118,3 +150,4 @@ def test_build_and_popularity_publish_run_directory(spark, tmp_path):
     assert sorted(r.item_idx for r in items) == list(range(6))
     test = spark.read.parquet(f"{lake.datasets(str(day))}/test")
     assert sorted({r.seq for r in test.collect()}) == [0, 1]
+    assert test.columns == ["session_id", "user_id", "item_id", "ts", "seq"]

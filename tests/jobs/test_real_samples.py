@@ -64,10 +64,26 @@ def test_rsc15_sample_all_jobs(spark, shared_data, tmp_path):
     _check_sessions(spark, lake, ref, first, last)
 
     # train_full ends near midnight of its last day: a 2-day test span gives a real test set.
-    cfg = DatasetConfig(window_days=(last - first).days + 1, test_days=2)
+    _check_datasets_and_popularity(
+        spark, lake, ref, last, (last - first).days + 1, test_days=2, min_test=1000
+    )
+
+
+def _check_datasets_and_popularity(
+    spark,
+    lake,
+    ref,
+    last: dt.date,
+    window_days: int,
+    test_days: int = 1,
+    valid_days: int = 1,
+    min_test: int = 100,
+):
+    """build_datasets + popularity == the pandas reference filter/split and item counts."""
+    cfg = DatasetConfig(window_days=window_days, test_days=test_days, valid_days=valid_days)
     summary = run_build_datasets(spark, lake, last, cfg)
     ref = ref.assign(session_id=ref.user_id + "|" + ref.start_us.astype(str))
-    split_day = last - dt.timedelta(days=1)
+    split_day = last - dt.timedelta(days=test_days - 1)
     split_us = int(dt.datetime.combine(split_day, dt.time(), dt.UTC).timestamp() * 1e6)
     train, test = filter_and_split(ref, split_us)
     run_dir = lake.datasets(str(last))
@@ -75,7 +91,7 @@ def test_rsc15_sample_all_jobs(spark, shared_data, tmp_path):
     got_test = spark.read.parquet(f"{run_dir}/test")
     assert got_train.count() == len(train) and got_test.count() == len(test)
     assert got_test.select("session_id").distinct().count() == test.session_id.nunique()
-    assert summary["splits"]["test"]["events"] == len(test) > 1000
+    assert summary["splits"]["test"]["events"] == len(test) >= min_test
 
     pop = run_popularity(spark, lake, last, alpha=0.5)
     support = train.item_id.value_counts()
@@ -112,6 +128,7 @@ def test_taobao_sample_page_views_with_outliers(spark, shared_data, tmp_path):
     ref = sessionize_pd(ev)
     _check_sessions(spark, lake, ref, first, last)
     assert ref.groupby(["user_id", "start_us"]).ngroups > 10_000
+    _check_datasets_and_popularity(spark, lake, ref, last, window_days=9)
 
 
 def test_trivago_sample_orders_equal_timestamps_by_step(spark, shared_data, tmp_path):
@@ -140,3 +157,5 @@ def test_trivago_sample_orders_equal_timestamps_by_step(spark, shared_data, tmp_
     got_seqs = sorted(tuple(g.item_id) for _, g in got.groupby("session_id"))
     ref_seqs = sorted(tuple(g.item_id) for _, g in ref.groupby(["user_id", "start_us"]))
     assert got_seqs == ref_seqs
+    # Two days of data: a 3-day window with one test day (train_tr is empty, which is allowed).
+    _check_datasets_and_popularity(spark, lake, ref, last, window_days=3, min_test=30)
