@@ -25,6 +25,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
 from jobs.common.lake import FS, Lake, publish_dir, staging_path, write_summary
 from jobs.common.spark import get_spark
+from jobs.common.timeutil import midnight_utc
 
 log = logging.getLogger("jobs.build_datasets")
 
@@ -239,7 +240,7 @@ def run_build_datasets(
     events = sessions.select(*DATASET_COLUMNS)
     keys, salt, stats_in = keyed_events(events)
     log.info("read and keyed the window: %.1f s", time.monotonic() - t0)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    end = midnight_utc(day + dt.timedelta(days=1))
     test_split = end - dt.timedelta(days=cfg.test_days)
     valid_split = test_split - dt.timedelta(days=cfg.valid_days)
     try:

@@ -27,6 +27,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError, SchemaError
 from jobs.common.lake import FS, Lake, publish_partitions, staging_path, write_summary
 from jobs.common.spark import get_spark
+from jobs.common.timeutil import midnight_utc, utc
 from jobs.sources import PRESETS, SourceMapping, load_mapping
 
 log = logging.getLogger("jobs.ingest")
@@ -48,7 +49,7 @@ OK = "ok"
 
 @dataclass(frozen=True)
 class Window:
-    """Half-open UTC time window [start, end)."""
+    """Half-open UTC time window [start, end) of timezone-aware datetimes."""
 
     start: dt.datetime
     end: dt.datetime
@@ -212,12 +213,11 @@ def resolve_window(
     end: dt.date | None,
 ) -> Window:
     """The time window a run accepts: its date range intersected with the mapping's sane window."""
-    lo = dt.datetime.fromisoformat(mapping.min_ts)
-    hi = dt.datetime.fromisoformat(mapping.max_ts)
+    lo, hi = utc(mapping.min_ts), utc(mapping.max_ts)
     if start is not None:
-        lo = max(lo, dt.datetime.combine(start, dt.time()))
+        lo = max(lo, midnight_utc(start))
     if end is not None:
-        hi = min(hi, dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+        hi = min(hi, midnight_utc(end + dt.timedelta(days=1)))
     return Window(lo, hi)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from jobs.common.errors import ConfigError
+from jobs.common.timeutil import utc
 
 TsUnit = Literal["auto", "s", "ms", "us", "iso"]
 Format = Literal["csv", "parquet"]
@@ -48,7 +49,7 @@ class SourceMapping:
         for name in ("user_col", "item_col", "ts_col"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must name a column")
-        if self.min_ts >= self.max_ts:
+        if utc(self.min_ts) >= utc(self.max_ts):
             raise ConfigError(f"min_ts must be before max_ts, found {self.min_ts}..{self.max_ts}")
 
     @property

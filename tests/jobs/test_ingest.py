@@ -9,7 +9,7 @@ from jobs.common.errors import ConfigError, SchemaError
 from jobs.ingest import Window, normalize, quarantined, valid_events
 from jobs.sources import PRESETS, SourceMapping
 
-WIDE = Window(dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1))
+WIDE = Window(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
 M = SourceMapping(user_col="u", item_col="i", ts_col="t")
 
 
@@ -81,7 +81,7 @@ def test_bad_rows_get_the_first_applicable_reason(spark):
 
 
 def test_quarantine_keeps_the_raw_row_and_files_it_by_date(spark):
-    window = Window(dt.datetime(2014, 4, 7), dt.datetime(2014, 4, 9))
+    window = Window(dt.datetime(2014, 4, 7, tzinfo=dt.UTC), dt.datetime(2014, 4, 9, tzinfo=dt.UTC))
     rows = [("", "1", "1396860669"), ("d", "1", "nope")]
     q = quarantined(tagged(spark, rows, window=window), window, "2014-04-08").collect()
     by_reason = {r.reason: r for r in q}
@@ -169,3 +169,30 @@ def test_cli_reports_a_missing_column_in_one_line(tmp_path, capsys):
     assert proc.returncode == 2
     assert "SchemaError: input lacks column(s) ['time']" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_window_edges_are_utc_whatever_the_local_time_zone(spark, monkeypatch):
+    import time
+
+    from jobs.ingest import resolve_window
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        window = resolve_window(M, dt.date(2014, 4, 7), dt.date(2014, 4, 7))
+        rows = [
+            ("a", "1", "2014-04-06T23:59:59Z"),
+            ("b", "1", "2014-04-07T00:00:00Z"),
+            ("c", "1", "2014-04-07T23:59:59Z"),
+            ("d", "1", "2014-04-08T00:00:00Z"),
+        ]
+        got = [r.status for r in tagged(spark, rows, window=window).collect()]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert got == ["ts_out_of_window", "ok", "ok", "ts_out_of_window"]
+
+
+def test_bad_window_option_is_a_clear_error():
+    with pytest.raises(ConfigError, match="expected an ISO date"):
+        SourceMapping(min_ts="yesterday")
