@@ -84,14 +84,6 @@ def heavy_users(events_df: DataFrame, max_events_per_day: int) -> DataFrame:
     return per_day.filter(F.col("count") > max_events_per_day).select("user_id").distinct()
 
 
-def cap_heavy_users(events_df: DataFrame, max_events_per_day: int | None) -> DataFrame:
-    """Drop users with more than `max_events_per_day` events on any day (bots, crawlers)."""
-    if not max_events_per_day:
-        return events_df
-    heavy = heavy_users(events_df, max_events_per_day)
-    return events_df.join(F.broadcast(heavy), "user_id", "left_anti")
-
-
 def sessions_starting_in(sessions_df: DataFrame, first: dt.date, last: dt.date) -> DataFrame:
     """Keep the sessions whose first event falls in [first, last] (UTC), with their `dt`."""
     start_day = F.to_date("session_start")

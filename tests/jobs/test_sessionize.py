@@ -6,7 +6,7 @@ import random
 from pyspark.sql import functions as F
 
 from jobs.common.lake import Lake
-from jobs.sessionize import cap_heavy_users, run_sessionize, sessionize
+from jobs.sessionize import run_sessionize, sessionize
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -81,11 +81,17 @@ def test_users_are_sessionized_separately(spark):
     assert groups(sessionize(df)) == [("u", ["a", "c"]), ("v", ["b"])]
 
 
-def test_cap_heavy_users_drops_only_users_above_the_cap(spark):
+def test_bot_cap_drops_users_above_it_and_reports_them(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
     rows = [("bot", str(i), i) for i in range(6)] + [("u", "a", 0), ("u", "b", 5)]
-    kept = cap_heavy_users(events(spark, rows), max_events_per_day=5)
-    assert sorted({r.user_id for r in kept.collect()}) == ["u"]
-    assert cap_heavy_users(events(spark, rows), None).count() == 8
+    _write_events(spark, lake, rows)
+    day = dt.date(2024, 3, 1)
+    summary = run_sessionize(spark, lake, day, max_events_per_user_day=5)
+    assert (summary["capped_users"], summary["capped_events"]) == (1, 6)
+    got = spark.read.parquet(f"{lake.sessions}/dt={day}").collect()
+    assert sorted((r.user_id, r.item_id) for r in got) == [("u", "a"), ("u", "b")]
+    summary = run_sessionize(spark, lake, day, max_events_per_user_day=6)  # at the cap: kept
+    assert summary["capped_users"] == 0 and summary["session_events_out"] == 8
 
 
 def test_matches_spark_session_window_on_random_events(spark):
