@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
-from jobs.common.lake import FS, Lake, publish_dir, staging_path, write_summary
+from jobs.common.lake import FS, Lake, publish_dir, staging, write_summary
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import midnight_utc
 
@@ -249,24 +249,23 @@ def run_build_datasets(
         keys.unpersist()
     log.info("filtered in %d passes and split: %.1f s", passes, time.monotonic() - t0)
 
-    stage = staging_path(lake.path("datasets"))
-    keyed = with_keys(events, salt)
-    for name in SPLITS:
-        specs[name].select(keyed).select(*DATASET_COLUMNS).write.parquet(f"{stage}/{name}")
-    log.info("wrote the splits: %.1f s", time.monotonic() - t0)
-    out_stats = {
-        name: _stats(spark.read.parquet(f"{stage}/{name}"), specs[name].sessions.n)
-        for name in SPLITS
-    }
-    for name in ("train", "test"):
-        if out_stats[name]["events"] == 0:
-            fs.delete(stage)
-            raise NoInputError(
-                f"the {name} split for {day} is empty after filtering "
-                f"({stats_in['events']} session events in the window): "
-                "widen --window-days or check the input"
-            )
-    publish_dir(fs, stage, lake.datasets(str(day)))
+    with staging(fs, lake.path("datasets")) as stage:
+        keyed = with_keys(events, salt)
+        for name in SPLITS:
+            specs[name].select(keyed).select(*DATASET_COLUMNS).write.parquet(f"{stage}/{name}")
+        log.info("wrote the splits: %.1f s", time.monotonic() - t0)
+        out_stats = {
+            name: _stats(spark.read.parquet(f"{stage}/{name}"), specs[name].sessions.n)
+            for name in SPLITS
+        }
+        for name in ("train", "test"):
+            if out_stats[name]["events"] == 0:
+                raise NoInputError(
+                    f"the {name} split for {day} is empty after filtering "
+                    f"({stats_in['events']} session events in the window): "
+                    "widen --window-days or check the input"
+                )
+        publish_dir(fs, stage, lake.datasets(str(day)))
     summary = {
         "job": "build_datasets",
         "run": str(day),

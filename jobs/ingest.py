@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError, SchemaError
-from jobs.common.lake import FS, Lake, publish_partitions, staging_path, write_summary
+from jobs.common.lake import FS, Lake, publish_partitions, staging, write_summary
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import midnight_utc, utc
 from jobs.sources import PRESETS, SourceMapping, load_mapping
@@ -240,9 +240,12 @@ def run_ingest(
     window = resolve_window(mapping, start, end)
     # One pass over the raw input: every row, tagged, to a staging Parquet. Counting and the
     # two outputs then read that columnar copy instead of re-parsing or caching the source.
-    tagged_stage = staging_path(lake.events)
-    normalize(raw_df, mapping, window).write.parquet(tagged_stage)
-    try:
+    with (
+        staging(fs, lake.events) as tagged_stage,
+        staging(fs, lake.events) as events_stage,
+        staging(fs, lake.quarantine) as quarantine_stage,
+    ):
+        normalize(raw_df, mapping, window).write.parquet(tagged_stage)
         tagged = spark.read.parquet(tagged_stage)
         counts = {r["status"]: r["count"] for r in tagged.groupBy("status").count().collect()}
         rows_in = sum(counts.values())
@@ -262,17 +265,12 @@ def run_ingest(
             end = end or span["hi"]
         dates = _dates(start, end)
 
-        events_stage = staging_path(lake.events)
         valid_events(tagged).write.partitionBy("dt").parquet(events_stage)
         log.info("wrote events: %.1f s", time.monotonic() - t0)
-        quarantine_stage = staging_path(lake.quarantine)
         quarantined(tagged, window, dates[-1]).write.partitionBy("dt").parquet(quarantine_stage)
         events_out = spark.read.parquet(events_stage).count()
-    finally:
-        fs.delete(tagged_stage)
-
-    publish_partitions(fs, events_stage, lake.events, "dt", dates)
-    publish_partitions(fs, quarantine_stage, lake.quarantine, "dt", dates)
+        publish_partitions(fs, events_stage, lake.events, "dt", dates)
+        publish_partitions(fs, quarantine_stage, lake.quarantine, "dt", dates)
 
     accepted = counts.get(OK, 0)
     summary = {

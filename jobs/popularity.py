@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
-from jobs.common.lake import FS, Lake, publish_dir, staging_path, write_summary
+from jobs.common.lake import FS, Lake, publish_dir, staging, write_summary
 from jobs.common.spark import get_spark
 
 log = logging.getLogger("jobs.popularity")
@@ -56,26 +56,25 @@ def run_popularity(spark: SparkSession, lake: Lake, day, alpha: float = 0.5) -> 
     if not fs.exists(f"{run_dir}/train"):
         raise NoInputError(f"no train split at {run_dir}/train: run build_datasets first")
     train = spark.read.parquet(f"{run_dir}/train")
-    stage = staging_path(run_dir)
-    items = item_index(train).localCheckpoint(eager=True)
-    items.coalesce(1).sortWithinPartitions("item_idx").write.parquet(f"{stage}/items")
-    popularity(items, alpha).coalesce(1).sortWithinPartitions("item_idx").write.parquet(
-        f"{stage}/popularity"
-    )
-    check = (
-        spark.read.parquet(f"{stage}/popularity")
-        .agg(
-            F.count(F.lit(1)).alias("items"),
-            F.sum("support").alias("events"),
-            F.max("support").alias("max_support"),
-            F.min("support").alias("min_support"),
-            F.max("cdf").alias("cdf_last"),
+    with staging(fs, run_dir) as stage:
+        items = item_index(train).localCheckpoint(eager=True)
+        items.coalesce(1).sortWithinPartitions("item_idx").write.parquet(f"{stage}/items")
+        popularity(items, alpha).coalesce(1).sortWithinPartitions("item_idx").write.parquet(
+            f"{stage}/popularity"
         )
-        .first()
-    )
-    for name in ("items", "popularity"):
-        publish_dir(fs, f"{stage}/{name}", f"{run_dir}/{name}")
-    fs.delete(stage)
+        check = (
+            spark.read.parquet(f"{stage}/popularity")
+            .agg(
+                F.count(F.lit(1)).alias("items"),
+                F.sum("support").alias("events"),
+                F.max("support").alias("max_support"),
+                F.min("support").alias("min_support"),
+                F.max("cdf").alias("cdf_last"),
+            )
+            .first()
+        )
+        for name in ("items", "popularity"):
+            publish_dir(fs, f"{stage}/{name}", f"{run_dir}/{name}")
     summary = {
         "job": "popularity",
         "run": str(day),

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
-from jobs.common.lake import FS, Lake, publish_partitions, staging_path, write_summary
+from jobs.common.lake import FS, Lake, publish_partitions, staging, write_summary
 from jobs.common.spark import get_spark
 
 log = logging.getLogger("jobs.sessionize")
@@ -144,21 +144,21 @@ def run_sessionize(
                 "dropped %s users above %s events a day", capped["users"], max_events_per_user_day
             )
     sessions = sessions_starting_in(sessionize(kept, gap_seconds, remove_repeats), day, last)
-    stage = staging_path(lake.sessions)
-    sessions.write.partitionBy("dt").parquet(stage)
-    events_in_count = events_in.count()
-    out = (
-        spark.read.parquet(stage)
-        .agg(
-            F.count(F.lit(1)).alias("events"),
-            F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
-            F.countDistinct("user_id").alias("users"),
-            F.max("seq").alias("max_seq"),
+    with staging(fs, lake.sessions) as stage:
+        sessions.write.partitionBy("dt").parquet(stage)
+        events_in_count = events_in.count()
+        out = (
+            spark.read.parquet(stage)
+            .agg(
+                F.count(F.lit(1)).alias("events"),
+                F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
+                F.countDistinct("user_id").alias("users"),
+                F.max("seq").alias("max_seq"),
+            )
+            .first()
         )
-        .first()
-    )
-    days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
-    publish_partitions(fs, stage, lake.sessions, "dt", days)
+        days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
+        publish_partitions(fs, stage, lake.sessions, "dt", days)
     summary = {
         "job": "sessionize",
         "dates": [days[0], days[-1]],

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -113,6 +114,20 @@ def staging_path(final_root: str) -> str:
     return f"{final_root.rstrip('/')}/_staging/{uuid.uuid4().hex}"
 
 
+@contextmanager
+def staging(fs: FS, final_root: str) -> Iterator[str]:
+    """A fresh staging directory, removed on exit whatever happens.
+
+    After a publish only the emptied directory is left; after a failure the partial output is
+    too, and retried nightly runs would otherwise pile such copies up under `_staging/`.
+    """
+    path = staging_path(final_root)
+    try:
+        yield path
+    finally:
+        fs.delete(path)
+
+
 def publish_dir(fs: FS, staged: str, final: str) -> None:
     """Replace `final` by `staged`. Readers see the old or the new directory, never a mix.
 
@@ -149,7 +164,6 @@ def publish_partitions(
             published.append(value)
         else:
             fs.delete(f"{final_root}/{name}")
-    fs.delete(staged_root)
     return published
 
 

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from pyspark.sql import functions as F
 
-from jobs.common.lake import FS, publish_dir, publish_partitions, staging_path, write_summary
+from jobs.common.lake import FS, publish_dir, publish_partitions, staging, write_summary
 
 
 def _write(spark, path, rows):
@@ -15,22 +16,34 @@ def test_publish_partitions_replaces_only_the_run_dates(spark, tmp_path):
     fs = FS(spark)
     final = str(tmp_path / "t")
     _write(spark, final, [(1, "d1"), (2, "d2"), (3, "d3")])
-    stage = staging_path(final)
-    _write(spark, stage, [(20, "d2")])
-    # This run owns d2 and d3: d2 is replaced, d3 (nothing produced) removed, d1 untouched.
-    assert publish_partitions(fs, stage, final, "dt", ["d2", "d3"]) == ["d2"]
+    with staging(fs, final) as stage:
+        _write(spark, stage, [(20, "d2")])
+        # This run owns d2 and d3: d2 is replaced, d3 (nothing produced) removed, d1 untouched.
+        assert publish_partitions(fs, stage, final, "dt", ["d2", "d3"]) == ["d2"]
     got = sorted((r.v, r.dt) for r in spark.read.parquet(final).collect())
     assert got == [(1, "d1"), (20, "d2")]
     assert not fs.exists(stage)
+
+
+def test_a_failed_run_leaves_no_staged_output_and_the_published_data_intact(spark, tmp_path):
+    fs = FS(spark)
+    final = str(tmp_path / "t")
+    _write(spark, final, [(1, "d1")])
+    with pytest.raises(RuntimeError), staging(fs, final) as stage:
+        _write(spark, stage, [(2, "d1")])
+        raise RuntimeError("the job failed before publishing")
+    assert not fs.exists(stage)
+    assert fs.list_dirs(f"{final}/_staging") == []
+    assert [(r.v, r.dt) for r in spark.read.parquet(final).collect()] == [(1, "d1")]
 
 
 def test_publish_dir_swaps_whole_directory(spark, tmp_path):
     fs = FS(spark)
     final = str(tmp_path / "run=x")
     spark.range(3).write.parquet(final)
-    stage = staging_path(str(tmp_path))
-    spark.range(5).write.parquet(stage)
-    publish_dir(fs, stage, final)
+    with staging(fs, str(tmp_path)) as stage:
+        spark.range(5).write.parquet(stage)
+        publish_dir(fs, stage, final)
     assert spark.read.parquet(final).agg(F.max("id")).first()[0] == 4
     assert fs.list_dirs(str(tmp_path / "_trash")) == []
 
