@@ -79,8 +79,9 @@ class ItemMap:
                 f"{path}: expected item_idx to be contiguous 0..{len(idx) - 1}, "
                 f"found {len(idx)} rows ranging {idx.min()}..{idx.max()}"
             )
-        return cls(table["item_id"].astype(str).to_numpy(dtype=object),
-                   table["support"].to_numpy(np.int64))
+        return cls(
+            table["item_id"].astype(str).to_numpy(dtype=object), table["support"].to_numpy(np.int64)
+        )
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -223,7 +224,12 @@ def build_sessions(frame: pd.DataFrame, item_map: ItemMap, name: str = "data") -
         raise NoInputError(f"{name}: no session with at least 2 known events")
     log.info(
         "%s: %d sessions, %d events (%d events with unknown items dropped, %d short sessions "
-        "dropped)", name, data.n_sessions, data.n_events, dropped_unknown, data.dropped_short,
+        "dropped)",
+        name,
+        data.n_sessions,
+        data.n_events,
+        dropped_unknown,
+        data.dropped_short,
     )
     return data
 

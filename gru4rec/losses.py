@@ -16,8 +16,18 @@ EPS = 1e-24
 LOG_EPS = math.log(EPS)
 
 
+_MASKS: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
 def _diag_mask(m: int, n: int, device: torch.device) -> torch.Tensor:
-    return torch.eye(m, n, dtype=torch.bool, device=device)
+    """The boolean m x n mask of the target diagonal (cached: shapes repeat every step)."""
+    key = (m, n, str(device))
+    mask = _MASKS.get(key)
+    if mask is None:
+        if len(_MASKS) > 256:
+            _MASKS.clear()
+        mask = _MASKS[key] = torch.eye(m, n, dtype=torch.bool, device=device)
+    return mask
 
 
 def cross_entropy(scores: torch.Tensor, logq_shift: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gru4rec.config import Config
 
@@ -29,6 +28,17 @@ def glorot_(t: torch.Tensor, fan_in: int, fan_out: int, generator: torch.Generat
     sigma = math.sqrt(6.0 / (fan_in + fan_out))
     with torch.no_grad():
         t.uniform_(-sigma, sigma, generator=generator)
+
+
+def inverted_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero each element with probability p and scale the rest by 1 / (1 - p).
+
+    Same semantics as F.dropout in training mode; drawing uniforms and comparing is several
+    times faster than the Bernoulli kernel on the CPU.
+    """
+    with torch.no_grad():
+        keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
 
 
 class GRU4RecModel:
@@ -133,7 +143,7 @@ class GRU4RecModel:
             c = torch.tanh(torch.addmm(vx[:, 2 * h :], r * h_prev, w[f"Wh_c{i}"]))
             out = c + z * (h_prev - c)
             if training and p_hidden > 0:
-                out = F.dropout(out, p_hidden, training=True)
+                out = inverted_dropout(out, p_hidden)
             outputs.append(out)
             x = out
         return outputs

@@ -1,0 +1,5 @@
+import sys
+
+from gru4rec.cli import main
+
+sys.exit(main())

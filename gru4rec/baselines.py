@@ -1,0 +1,123 @@
+"""Baselines of the ICLR 2016 paper, evaluated with the same protocol as GRU4Rec.
+
+- POP:      always the training set's most popular items (score = support).
+- S-POP:    the items of the current session by how often they occurred in it so far; ties
+            (and items not in the session) by global popularity.
+- Item-KNN: items similar to the current item; similarity = session co-occurrence cosine,
+            |S_i & S_j| / ((|S_i| + lambda)^alpha * (|S_j| + lambda)^(1 - alpha)),
+            with S_i the training sessions containing item i (lambda regularizes rare items;
+            alpha = 0.5 is the cosine). Each item keeps its `n_neighbors` most similar items;
+            ties, and items with no similarity, fall back to global popularity.
+
+Every baseline scores all items; ranks use the evaluation's tie mode on the primary score,
+with popularity as the declared tie-break.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from gru4rec.data import SessionData
+from gru4rec.evaluate import DEFAULT_CUTOFFS, RankingMetrics, ranks
+
+NAMES = ("pop", "spop", "itemknn")
+
+
+def evaluation_points(data: SessionData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per evaluation point: (position of the current event, session index, target item)."""
+    lengths = data.lengths()
+    session = np.repeat(np.arange(data.n_sessions), lengths - 1)
+    within = np.arange(data.n_pairs) - np.repeat(
+        np.cumsum(lengths - 1) - (lengths - 1), lengths - 1
+    )
+    current = data.offsets[session] + within
+    return current, session, data.items[current + 1]
+
+
+def item_knn(
+    train: SessionData,
+    n_items: int,
+    n_neighbors: int = 100,
+    lam: float = 20.0,
+    alpha: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top `n_neighbors` similar items per item: (indices, similarities), each n_items x k."""
+    session = np.repeat(np.arange(train.n_sessions), train.lengths())
+    occ = sp.csr_matrix(
+        (np.ones(len(session), dtype=np.float32), (session, train.items)),
+        shape=(train.n_sessions, n_items),
+    )
+    occ.data[:] = 1.0  # duplicates were summed: a session counts once per item
+    occ.sum_duplicates()
+    occ.data[:] = 1.0
+    support = np.asarray(occ.sum(axis=0)).ravel()
+    co = (occ.T @ occ).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    left = (support + lam) ** alpha
+    right = (support + lam) ** (1.0 - alpha)
+    k = min(n_neighbors, n_items - 1) if n_items > 1 else 1
+    idx = np.zeros((n_items, k), dtype=np.int64)
+    sim = np.zeros((n_items, k), dtype=np.float64)
+    for i in range(n_items):
+        start, end = co.indptr[i], co.indptr[i + 1]
+        cols = co.indices[start:end]
+        if len(cols) == 0:
+            continue
+        s = co.data[start:end] / (left[i] * right[cols])
+        take = np.argsort(-s, kind="stable")[:k] if len(cols) > k else np.argsort(-s, kind="stable")
+        idx[i, : len(take)] = cols[take]
+        sim[i, : len(take)] = s[take]
+    return idx, sim
+
+
+def evaluate_baseline(
+    name: str,
+    train: SessionData,
+    test: SessionData,
+    support: np.ndarray,
+    cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS,
+    mode: str = "conservative",
+    batch_size: int = 1024,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Recall@k / MRR@k of one baseline on `test` (items already mapped to the item index)."""
+    if name not in NAMES:
+        raise ValueError(f"baseline: expected one of {', '.join(NAMES)}, found {name!r}")
+    n_items = len(support)
+    pop = torch.as_tensor(np.asarray(support, dtype=np.float64))
+    current, session, target = evaluation_points(test)
+    if name == "itemknn" and knn is None:
+        knn = item_knn(train, n_items)
+    metrics = RankingMetrics(tuple(cutoffs))
+    all_ranks = []
+    for a in range(0, len(current), batch_size):
+        cur = current[a : a + batch_size]
+        tgt = torch.as_tensor(target[a : a + batch_size])
+        m = len(cur)
+        secondary = pop.expand(m, n_items)
+        if name == "pop":
+            scores = secondary
+            secondary = None
+        elif name == "spop":
+            scores = torch.zeros(m, n_items, dtype=torch.float64)
+            starts = test.offsets[session[a : a + batch_size]]
+            # counts of the items seen so far in each point's session (prefix incl. current)
+            counts = cur - starts + 1
+            rows = np.repeat(np.arange(m), counts)
+            pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+            scores.index_put_(
+                (torch.as_tensor(rows), torch.as_tensor(test.items[pos])),
+                torch.ones(len(rows), dtype=torch.float64),
+                accumulate=True,
+            )
+        else:
+            idx, sim = knn
+            items = test.items[cur]
+            scores = torch.zeros(m, n_items, dtype=torch.float64)
+            scores.scatter_(1, torch.as_tensor(idx[items]), torch.as_tensor(sim[items]))
+        all_ranks.append(ranks(scores, tgt, mode, secondary))
+    metrics.add(torch.cat(all_ranks))
+    return metrics.result()
