@@ -54,7 +54,7 @@ def save(
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "epochs_done": int(epochs_done),
         "extra": json.dumps(extra or {}),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
     os.close(fd)

@@ -166,7 +166,6 @@ def _log_metrics(prefix: str, metrics: dict) -> None:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    train_frame = read_events(args.train)
     if args.resume:
         resumed = ckpt.Checkpoint(args.resume)
         cfg = resumed.config
@@ -178,6 +177,7 @@ def cmd_train(args) -> int:
     cfg = cfg.with_overrides(args.overrides)
     if args.device:
         cfg = cfg.with_overrides([f"device={args.device}"])
+    train_frame = read_events(args.train)
     item_map = load_item_map(train_frame, args.train, args.items)
     train = build_sessions(train_frame, item_map, "train")
     test = load_split(args.test, item_map, "test") if args.test else None
