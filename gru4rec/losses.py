@@ -84,6 +84,40 @@ def bpr(scores: torch.Tensor) -> torch.Tensor:
     return (-F.logsigmoid(target - scores) * neg).sum(dim=1) / (n - 1)
 
 
+def bpr_max_and_grad(
+    scores: torch.Tensor, elu_param: float, bpreg: float, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BPR-max (after the ELU final activation): `scale` * summed loss and its gradient w.r.t.
+    the raw scores, derived by hand. With s the softmax over negatives, sg = sigmoid(r_i - r_j),
+    P = sum_j s_j sg_j, A = 1 / (P + 1e-24) and R2 = sum_j s_j r_j^2:
+      d/dr_j (j != i) = s_j * (A * (P - sg_j^2) + bpreg * (r_j^2 + 2 r_j - R2))
+      d/dr_i          = -A * (P - sum_j s_j sg_j^2)
+    and through ELU: * 1 where the raw score > 0, else * (r + elu_param).
+    """
+    m, n = scores.shape
+    mask = _diag_mask(m, n, scores.device)
+    r = F.elu(scores, alpha=elu_param) if elu_param > 0 else scores
+    s = _negative_softmax(r, mask)
+    target = r.diagonal().unsqueeze(1)
+    sg = torch.sigmoid(target - r)
+    s_sg = s * sg
+    p = s_sg.sum(dim=1, keepdim=True)
+    a = 1.0 / (p + EPS)
+    sg2 = s_sg * sg  # s * sg^2
+    r2 = r * r
+    loss_rows = -torch.log(p + EPS).view(-1)
+    grad = (p - sg * sg).mul_(a)
+    if bpreg:
+        s_r2 = (s * r2).sum(dim=1, keepdim=True)
+        loss_rows = loss_rows + bpreg * s_r2.view(-1)
+        grad.add_((r2 + 2 * r - s_r2).mul_(bpreg))
+    grad.mul_(s)
+    grad.diagonal().copy_((-(p - sg2.sum(dim=1, keepdim=True)) * a).view(-1))
+    if elu_param > 0:
+        grad = torch.where(scores > 0, grad, grad * (r + elu_param))
+    return loss_rows.sum() * scale, grad.mul_(scale)
+
+
 def final_activation(scores: torch.Tensor, elu_param: float) -> torch.Tensor:
     """ELU with parameter `elu_param` for the ranking losses; 0 means linear."""
     return F.elu(scores, alpha=elu_param) if elu_param > 0 else scores

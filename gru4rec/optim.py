@@ -40,28 +40,6 @@ class AdagradM:
             param.add_(vel)
 
     @torch.no_grad()
-    def dense_steps(self, params: dict[str, torch.Tensor]) -> None:
-        """One update of several dense tensors from their `.grad` (foreach kernels)."""
-        names = [k for k, p in params.items() if p.grad is not None]
-        if not names:
-            return
-        ps = [params[k] for k in names]
-        gs = [params[k].grad for k in names]
-        states = [self._state(k, params[k]) for k in names]
-        accs = [a for a, _ in states]
-        torch._foreach_addcmul_(accs, gs, gs)
-        denom = torch._foreach_add(accs, EPS)
-        torch._foreach_sqrt_(denom)
-        steps = torch._foreach_div(gs, denom)
-        if self.momentum > 0:
-            vels = [v for _, v in states]
-            torch._foreach_mul_(vels, self.momentum)
-            torch._foreach_add_(vels, steps, alpha=-self.lr)
-            torch._foreach_add_(ps, vels)
-        else:
-            torch._foreach_add_(ps, steps, alpha=-self.lr)
-
-    @torch.no_grad()
     def sparse_step(
         self, name: str, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor
     ) -> None:

@@ -21,7 +21,8 @@ from gru4rec import losses
 from gru4rec.batching import Schedule, session_parallel
 from gru4rec.config import Config
 from gru4rec.data import ItemMap, SessionData
-from gru4rec.model import GRU4RecModel, inverted_dropout
+from gru4rec.losses import bpr_max_and_grad
+from gru4rec.model import GRU4RecModel, dropout_mask
 from gru4rec.optim import AdagradM
 from gru4rec.sampling import SampleStore
 
@@ -88,58 +89,131 @@ class Trainer:
         self.logq_target = cfg.logq * log_support if cfg.logq > 0 else None
         self.logq_sample = cfg.logq * cfg.sample_alpha * log_support if cfg.logq > 0 else None
         self._schedule: tuple[int, Schedule] | None = None
-        # Leaf views into the flat dense buffer: gradients land per weight, updates write
-        # through to the buffer (and so to the model).
-        self._dense_leaves = {
-            k: v.detach().requires_grad_() for k, v in model.dense_views().items()
-        }
+        # Named views of the flat dense weights and of one flat gradient buffer: the backward
+        # pass writes each gradient into its view, one optimizer step updates them all.
+        self._dense = model.dense_views()
+        self._dense_grad_flat = torch.zeros_like(model.dense)
+        self._dense_grads = model.dense_views(self._dense_grad_flat)
 
     # -- one step -----------------------------------------------------------------------------
+    @torch.no_grad()
     def step(
-        self, inp: torch.Tensor, target: torch.Tensor, hidden: list[torch.Tensor]
+        self,
+        inp: torch.Tensor,
+        target: torch.Tensor,
+        hidden: list[torch.Tensor],
+        sample: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        cfg, model, opt = self.cfg, self.model, self.optimizer
-        sample = self.store.next() if self.store is not None else None
+        """One mini-batch: forward, hand-derived backward, Adagrad-momentum on touched rows.
+
+        The gradients are written out by hand (checked against autograd in the tests): a step
+        is ~60 tensor operations instead of an autograd graph of ~150, which is what bounds
+        the speed of these small matrices on a CPU (and the kernel launches on a GPU).
+        """
+        cfg, model = self.cfg, self.model
+        if sample is None and self.store is not None:
+            sample = self.store.next()
         cols = target if sample is None else torch.cat([target, sample])
-        shared = cfg.embedding == "shared"
-        w_out = model.sparse["Wy"].index_select(0, cols).requires_grad_()
-        by = model.sparse["By"].index_select(0, cols).requires_grad_()
-        x_leaf = model.input_rows(inp).requires_grad_()
-        x = x_leaf
+        m = inp.shape[0]
+        w_out = model.sparse["Wy"].index_select(0, cols)
+        b_out = model.sparse["By"].index_select(0, cols).view(1, -1)
+        x = model.input_rows(inp)
+        embed_mask = None
         if cfg.dropout_p_embed > 0 and cfg.embedding != "onehot":
-            x = inverted_dropout(x, cfg.dropout_p_embed)
-        weights = self._dense_leaves
-        for w in weights.values():
-            w.grad = None
-        outs = model.gru_layers(
-            x,
-            hidden,
-            weights,
-            cfg.dropout_p_hidden,
-            True,
-            x_projected=cfg.embedding == "onehot",
-        )
-        scores = torch.addmm(by.view(1, -1), outs[-1], w_out.t())
-        shift = None
-        if self.logq_target is not None:
-            shift = self.logq_target.index_select(0, target)
-            if sample is not None:
-                shift = torch.cat([shift, self.logq_sample.index_select(0, sample)])
-        row_loss = losses.compute(
-            cfg.loss, scores, elu_param=cfg.elu_param, bpreg=cfg.bpreg, logq_shift=shift
-        )
-        loss = row_loss.sum() / cfg.batch_size
-        loss.backward()
-        opt.dense_steps(weights)
-        if shared:  # Wy is both the input embedding and the output matrix
+            embed_mask = dropout_mask(x, cfg.dropout_p_embed)
+            x = x * embed_mask
+        # forward, keeping what the backward pass needs
+        w = self._dense
+        onehot = cfg.embedding == "onehot"
+        saved = []
+        new_hidden = []
+        for i, h_prev in enumerate(hidden):
+            h = model.layers[i]
+            vx = x + w[f"b{i}"] if (i == 0 and onehot) else torch.addmm(w[f"b{i}"], x, w[f"Wx{i}"])
+            rz = torch.sigmoid(torch.addmm(vx[:, : 2 * h], h_prev, w[f"Wh_rz{i}"]))
+            r, z = rz[:, :h], rz[:, h:]
+            rh = r * h_prev
+            c = torch.tanh(torch.addmm(vx[:, 2 * h :], rh, w[f"Wh_c{i}"]))
+            out = torch.lerp(c, h_prev, z)  # z * h_prev + (1 - z) * c
+            mask = None
+            if cfg.dropout_p_hidden > 0:
+                mask = dropout_mask(out, cfg.dropout_p_hidden)
+                out = out * mask
+            saved.append((x, h_prev, r, z, rh, c, mask))
+            new_hidden.append(out)
+            x = out
+        scores = torch.addmm(b_out, x, w_out.t())
+        loss, d_scores = self._loss_and_grad(scores, target, sample)
+        # backward: output layer
+        grads = self._dense_grads
+        d_w_out = d_scores.t().mm(x)
+        d_b_out = d_scores.sum(dim=0)
+        d_x = d_scores.mm(w_out)
+        # backward: GRU layers, last to first (no BPTT: h_prev is a constant)
+        for i in range(len(hidden) - 1, -1, -1):
+            h = model.layers[i]
+            x_in, h_prev, r, z, rh, c, mask = saved[i]
+            d_out = d_x * mask if mask is not None else d_x
+            d_c = d_out * (1 - z)
+            d_z = d_out * (h_prev - c)
+            d_vx = torch.empty(m, 3 * h, dtype=d_out.dtype, device=d_out.device)
+            d_vc = torch.mul(d_c, 1 - c * c, out=d_vx[:, 2 * h :])
+            torch.mul(d_z, z * (1 - z), out=d_vx[:, h : 2 * h])
+            d_rh = d_vc.mm(w[f"Wh_c{i}"].t())
+            torch.mul(d_rh * h_prev, r * (1 - r), out=d_vx[:, :h])
+            torch.mm(rh.t(), d_vc, out=grads[f"Wh_c{i}"])
+            torch.mm(h_prev.t(), d_vx[:, : 2 * h], out=grads[f"Wh_rz{i}"])
+            torch.sum(d_vx, dim=0, out=grads[f"b{i}"])
+            if i == 0 and onehot:
+                d_x = d_vx  # gradient of the Wx0 rows
+            else:
+                torch.mm(x_in.t(), d_vx, out=grads[f"Wx{i}"])
+                d_x = d_vx.mm(w[f"Wx{i}"].t())
+        if embed_mask is not None:
+            d_x = d_x * embed_mask
+        # updates
+        opt = self.optimizer
+        opt.dense_step("dense", model.dense, self._dense_grad_flat)
+        if cfg.embedding == "shared":  # Wy is both the input embedding and the output matrix
             rows = torch.cat([inp, cols])
-            opt.sparse_step("Wy", model.sparse["Wy"], rows, torch.cat([x_leaf.grad, w_out.grad]))
+            opt.sparse_step("Wy", model.sparse["Wy"], rows, torch.cat([d_x, d_w_out]))
         else:
-            opt.sparse_step("Wy", model.sparse["Wy"], cols, w_out.grad)
+            opt.sparse_step("Wy", model.sparse["Wy"], cols, d_w_out)
             name = "E" if cfg.embedding == "separate" else "Wx0"
-            opt.sparse_step(name, model.sparse[name], inp, x_leaf.grad)
-        opt.sparse_step("By", model.sparse["By"], cols, by.grad.view(-1, 1))
-        return loss.detach(), [o.detach() for o in outs]
+            opt.sparse_step(name, model.sparse[name], inp, d_x)
+        opt.sparse_step("By", model.sparse["By"], cols, d_b_out.view(-1, 1))
+        return loss, new_hidden
+
+    def _loss_and_grad(
+        self, scores: torch.Tensor, target: torch.Tensor, sample: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss / batch_size, its gradient w.r.t. the scores)."""
+        cfg = self.cfg
+        scale = 1.0 / cfg.batch_size
+        if cfg.loss == "cross-entropy":
+            if self.logq_target is not None:
+                shift = self.logq_target.index_select(0, target)
+                if sample is not None:
+                    shift = torch.cat([shift, self.logq_sample.index_select(0, sample)])
+                scores = scores - shift
+            # The formula itself, -log(softmax(r)_i + 1e-24): an underflowing p_i gives the
+            # capped loss -log(1e-24), and the gradient w * (softmax(r) - onehot_i) with
+            # w = p_i / (p_i + 1e-24) vanishes there, as the formula's does.
+            prob = torch.softmax(scores, dim=1)
+            p_i = prob.diagonal().clone()
+            loss = -torch.log(p_i + losses.EPS).sum()
+            weight = p_i.div_(p_i + losses.EPS).mul_(scale)
+            grad = prob.mul_(weight.view(-1, 1))
+            grad.diagonal().sub_(weight)
+            return loss * scale, grad
+        if cfg.loss == "bpr-max":
+            return bpr_max_and_grad(scores, cfg.elu_param, cfg.bpreg, scale)
+        leaf = scores.detach().requires_grad_()
+        with torch.enable_grad():
+            row_loss = losses.compute(cfg.loss, leaf, elu_param=cfg.elu_param, bpreg=cfg.bpreg)
+            loss = row_loss.sum() * scale
+            (grad,) = torch.autograd.grad(loss, leaf)
+        return loss.detach(), grad
 
     # -- epochs --------------------------------------------------------------------------------
     def schedule(self, data: SessionData) -> Schedule:

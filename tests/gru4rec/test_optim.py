@@ -21,10 +21,8 @@ def test_dense_step_two_iterations_with_momentum():
     g1, g2 = rng.normal(size=(2, 3, 4))
     opt = AdagradM(lr=0.1, momentum=0.4)
     p = torch.tensor(p0)
-    w = {"w": p}
     for g in (g1, g2):
-        p.grad = torch.tensor(g)
-        opt.dense_steps(w)
+        opt.dense_step("w", p, torch.tensor(g))
     e, acc, v = adagrad_m(p0, 0 * p0, 0 * p0, g1, 0.1, 0.4)
     e, acc, v = adagrad_m(e, acc, v, g2, 0.1, 0.4)
     np.testing.assert_allclose(p.numpy(), e, rtol=1e-12)
