@@ -71,9 +71,12 @@ class GRU4RecModel:
                 size += math.prod(shape)
         self.dense = torch.zeros(size, device=self.device)
         # Item-indexed weights.
+        # Output weights Wy and biases By share one table [Wy | By]: a training step gathers
+        # and updates both with one index operation each (Wy/By below are views into it).
+        self.out_table = torch.zeros(n_items, out_dim + 1, device=self.device)
         self.sparse: dict[str, torch.Tensor] = {
-            "Wy": torch.zeros(n_items, out_dim, device=self.device),
-            "By": torch.zeros(n_items, 1, device=self.device),
+            "Wy": self.out_table[:, :out_dim],
+            "By": self.out_table[:, out_dim:],
         }
         if cfg.embedding == "separate":
             self.sparse["E"] = torch.zeros(n_items, in_dim, device=self.device)
@@ -161,7 +164,7 @@ class GRU4RecModel:
     def score_all(self, h_last: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each row of the last layer's output (no final activation:
         softmax and ELU are monotonic, so rankings are the same)."""
-        return torch.addmm(self.sparse["By"].view(1, -1), h_last, self.sparse["Wy"].t())
+        return torch.addmm(self.sparse["By"].reshape(1, -1), h_last, self.sparse["Wy"].t())
 
     def zero_hidden(self, batch: int) -> list[torch.Tensor]:
         return [torch.zeros(batch, h, device=self.device) for h in self.layers]

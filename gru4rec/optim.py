@@ -41,22 +41,41 @@ class AdagradM:
 
     @torch.no_grad()
     def sparse_step(
-        self, name: str, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor
+        self,
+        name: str,
+        param: torch.Tensor,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        last_col_touched: torch.Tensor | None = None,
     ) -> None:
-        """Update rows `rows` of `param` (n x d) with per-occurrence gradients `grad` (len x d)."""
+        """Update rows `rows` of `param` (n x d) with per-occurrence gradients `grad` (len x d).
+
+        `last_col_touched` (bool per occurrence) is for a table whose last column is a separate
+        parameter (the output bias beside Wy): a row's last column counts as touched only if
+        one of its occurrences says so; untouched, it keeps its value, acc and velocity.
+        """
         acc, vel = self._state(name, param)
         uniq, inverse = torch.unique(rows, return_inverse=True)
         g = torch.zeros(len(uniq), grad.shape[1], dtype=grad.dtype, device=grad.device)
         g.index_add_(0, inverse, grad)
         a = acc.index_select(0, uniq).addcmul_(g, g)
-        acc.index_copy_(0, uniq, a)
+        acc.index_copy_(0, uniq, a)  # untouched last columns: g = 0, acc unchanged
         step = g.div_(a.add_(EPS).sqrt_())
         if vel is None:
-            param.index_add_(0, uniq, step, alpha=-self.lr)
-        else:
-            v = vel.index_select(0, uniq).mul_(self.momentum).add_(step, alpha=-self.lr)
+            param.index_add_(0, uniq, step, alpha=-self.lr)  # g = 0 gives a zero step
+            return
+        v_old = vel.index_select(0, uniq)
+        v = v_old * self.momentum - self.lr * step
+        if last_col_touched is not None:
+            touched = torch.zeros(len(uniq), dtype=grad.dtype, device=grad.device)
+            touched.index_add_(0, inverse, last_col_touched.to(grad.dtype))
+            touched = touched > 0
+            v[:, -1] = torch.where(touched, v[:, -1], v_old[:, -1])
             vel.index_copy_(0, uniq, v)
-            param.index_add_(0, uniq, v)
+            v[:, -1].mul_(touched)
+        else:
+            vel.index_copy_(0, uniq, v)
+        param.index_add_(0, uniq, v)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {}

@@ -24,6 +24,7 @@ from gru4rec.data import ItemMap, SessionData
 from gru4rec.losses import bpr_max_and_grad
 from gru4rec.model import GRU4RecModel, dropout_mask
 from gru4rec.optim import AdagradM
+from gru4rec.runtime import tune_allocator
 from gru4rec.sampling import SampleStore
 
 log = logging.getLogger("gru4rec.train")
@@ -66,6 +67,8 @@ class Trainer:
         self.cfg = cfg
         self.item_map = item_map
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            tune_allocator()
         torch.manual_seed(cfg.seed)
         if model is None:
             model = GRU4RecModel(cfg, len(item_map), self.device)
@@ -94,6 +97,8 @@ class Trainer:
         self._dense = model.dense_views()
         self._dense_grad_flat = torch.zeros_like(model.dense)
         self._dense_grads = model.dense_views(self._dense_grad_flat)
+        self._bias_mask_key: tuple[int, int] | None = None
+        self._bias_mask = torch.ones(0, dtype=torch.bool)
 
     # -- one step -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -115,9 +120,13 @@ class Trainer:
             sample = self.store.next()
         cols = target if sample is None else torch.cat([target, sample])
         m = inp.shape[0]
-        w_out = model.sparse["Wy"].index_select(0, cols)
-        b_out = model.sparse["By"].index_select(0, cols).view(1, -1)
-        x = model.input_rows(inp)
+        shared = cfg.embedding == "shared"
+        d_out = model.layers[-1]
+        # one gather for the input embedding (shared mode) and the [Wy | By] output rows
+        rows = torch.cat([inp, cols]) if shared else cols
+        table = model.out_table.index_select(0, rows)
+        out_rows = table[m:] if shared else table  # (n, d + 1)
+        x = table[:m, :d_out] if shared else model.input_rows(inp)
         embed_mask = None
         if cfg.dropout_p_embed > 0 and cfg.embedding != "onehot":
             embed_mask = dropout_mask(x, cfg.dropout_p_embed)
@@ -142,21 +151,24 @@ class Trainer:
             saved.append((x, h_prev, r, z, rh, c, mask))
             new_hidden.append(out)
             x = out
-        scores = torch.addmm(b_out, x, w_out.t())
+        scores = torch.addmm(out_rows[:, d_out], x, out_rows[:, :d_out].t())
         loss, d_scores = self._loss_and_grad(scores, target, sample)
         # backward: output layer
         grads = self._dense_grads
-        d_w_out = d_scores.t().mm(x)
-        d_b_out = d_scores.sum(dim=0)
-        d_x = d_scores.mm(w_out)
+        n_out = out_rows.shape[0]
+        d_table = torch.empty(rows.shape[0], d_out + 1, dtype=x.dtype, device=x.device)
+        d_out_rows = d_table[m:] if shared else d_table
+        torch.mm(d_scores.t(), x, out=d_out_rows[:, :d_out])  # d Wy rows
+        torch.sum(d_scores, dim=0, out=d_out_rows[:, d_out])  # d By rows
+        d_x = d_scores.mm(out_rows[:, :d_out])
         # backward: GRU layers, last to first (no BPTT: h_prev is a constant)
         for i in range(len(hidden) - 1, -1, -1):
             h = model.layers[i]
             x_in, h_prev, r, z, rh, c, mask = saved[i]
-            d_out = d_x * mask if mask is not None else d_x
-            d_c = d_out * (1 - z)
-            d_z = d_out * (h_prev - c)
-            d_vx = torch.empty(m, 3 * h, dtype=d_out.dtype, device=d_out.device)
+            d_h = d_x * mask if mask is not None else d_x
+            d_c = d_h * (1 - z)
+            d_z = d_h * (h_prev - c)
+            d_vx = torch.empty(m, 3 * h, dtype=d_h.dtype, device=d_h.device)
             d_vc = torch.mul(d_c, 1 - c * c, out=d_vx[:, 2 * h :])
             torch.mul(d_z, z * (1 - z), out=d_vx[:, h : 2 * h])
             d_rh = d_vc.mm(w[f"Wh_c{i}"].t())
@@ -174,15 +186,25 @@ class Trainer:
         # updates
         opt = self.optimizer
         opt.dense_step("dense", model.dense, self._dense_grad_flat)
-        if cfg.embedding == "shared":  # Wy is both the input embedding and the output matrix
-            rows = torch.cat([inp, cols])
-            opt.sparse_step("Wy", model.sparse["Wy"], rows, torch.cat([d_x, d_w_out]))
+        if shared:  # Wy is both the input embedding and the output matrix
+            d_table[:m, :d_out] = d_x
+            d_table[:m, d_out] = 0.0
+            bias_touched = self._bias_touched(m, n_out)
+            opt.sparse_step("WyBy", model.out_table, rows, d_table, bias_touched)
         else:
-            opt.sparse_step("Wy", model.sparse["Wy"], cols, d_w_out)
+            opt.sparse_step("WyBy", model.out_table, rows, d_table)
             name = "E" if cfg.embedding == "separate" else "Wx0"
             opt.sparse_step(name, model.sparse[name], inp, d_x)
-        opt.sparse_step("By", model.sparse["By"], cols, d_b_out.view(-1, 1))
         return loss, new_hidden
+
+    def _bias_touched(self, m: int, n: int) -> torch.Tensor:
+        """Occurrence mask over cat(inputs, columns): only scored columns touch By."""
+        key = (m, n)
+        if self._bias_mask_key != key:
+            mask = torch.ones(m + n, dtype=torch.bool, device=self.device)
+            mask[:m] = False
+            self._bias_mask, self._bias_mask_key = mask, key
+        return self._bias_mask
 
     def _loss_and_grad(
         self, scores: torch.Tensor, target: torch.Tensor, sample: torch.Tensor | None
