@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_all(
         spark, raw, lake, PRESETS["synthetic"], last, DatasetConfig(window_days=cfg.days)
     )
-    print(f"\nDemo finished in {time.monotonic() - t0:.0f} s. Outputs under {lake.root}:")
+    print(f"\nSpark jobs finished in {time.monotonic() - t0:.0f} s. Outputs under {lake.root}:")
     print(
         f"  events      {lake.events}  ({result['ingest']['events_out']} events, "
         f"{result['ingest']['quarantined_total']} quarantined, "
