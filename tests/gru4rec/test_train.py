@@ -104,3 +104,25 @@ def test_glorot_init_ranges(splits):
     sigma_y = np.sqrt(6 / (n + h))
     assert wy.abs().max() <= sigma_y and wy.abs().max() > 0.9 * sigma_y
     assert trainer.model.sparse["By"].abs().max() == 0
+
+
+def test_dropout_p_is_the_drop_rate_and_survivors_are_scaled():
+    from gru4rec.model import dropout_mask
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500)
+    mask = dropout_mask(x, 0.3)
+    dropped = (mask == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.01  # p = 0.3 drops 30%, it is not a keep probability
+    assert torch.allclose(mask[mask > 0], torch.tensor(1 / 0.7))
+
+
+def test_samples_are_drawn_on_the_training_device_in_bulk(splits):
+    im, train, _ = splits
+    trainer = Trainer(Config.from_dict(SMALL), im)
+    trainer.train_epoch(train, progress=False)
+    store = trainer.store
+    assert store._store.device == trainer.device
+    steps = trainer.schedule(train).n_steps
+    # one pre-drawn store of 50 rows serves 50 mini-batches: redraws, not per-step draws
+    assert store.draws == -(-steps // store.rows)
