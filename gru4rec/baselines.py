@@ -80,13 +80,15 @@ def evaluate_baseline(
     support: np.ndarray,
     cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS,
     mode: str = "conservative",
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     knn: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Recall@k / MRR@k of one baseline on `test` (items already mapped to the item index)."""
     if name not in NAMES:
         raise ValueError(f"baseline: expected one of {', '.join(NAMES)}, found {name!r}")
     n_items = len(support)
+    if batch_size is None:  # dense score rows: keep each batch's matrix near 64 MB
+        batch_size = max(16, min(1024, 8_000_000 // n_items))
     pop = torch.as_tensor(np.asarray(support, dtype=np.float64))
     current, session, target = evaluation_points(test)
     if name == "itemknn" and knn is None:

@@ -69,7 +69,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
             tune_allocator()
-        torch.manual_seed(cfg.seed)
+        # dropout draws from the global generator; a resumed run continues with other masks
+        torch.manual_seed(cfg.seed + 1_000_003 * epochs_done)
         if model is None:
             model = GRU4RecModel(cfg, len(item_map), self.device)
             model.init_weights(cfg.seed)
@@ -78,7 +79,6 @@ class Trainer:
         self.epochs_done = epochs_done
         self.history: list[EpochStats] = []
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * epochs_done + 1)
-        self.dropout_gen_seed = cfg.seed + epochs_done
         support = np.maximum(item_map.support, 1)
         self.store = (
             SampleStore(
@@ -91,7 +91,7 @@ class Trainer:
         # logQ: in-batch targets come with frequency ~ support, the extra samples ~ support^alpha
         self.logq_target = cfg.logq * log_support if cfg.logq > 0 else None
         self.logq_sample = cfg.logq * cfg.sample_alpha * log_support if cfg.logq > 0 else None
-        self._schedule: tuple[int, Schedule] | None = None
+        self._schedule: tuple[SessionData, Schedule] | None = None
         # Named views of the flat dense weights and of one flat gradient buffer: the backward
         # pass writes each gradient into its view, one optimizer step updates them all.
         self._dense = model.dense_views()
@@ -239,9 +239,8 @@ class Trainer:
 
     # -- epochs --------------------------------------------------------------------------------
     def schedule(self, data: SessionData) -> Schedule:
-        key = id(data)
-        if self._schedule is None or self._schedule[0] != key:
-            self._schedule = (key, session_parallel(data.offsets, self.cfg.batch_size))
+        if self._schedule is None or self._schedule[0] is not data:
+            self._schedule = (data, session_parallel(data.offsets, self.cfg.batch_size))
         return self._schedule[1]
 
     def train_epoch(self, data: SessionData, progress: bool | None = None) -> EpochStats:
