@@ -50,7 +50,7 @@ def _cutoffs(value: str) -> tuple[int, ...]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ties", default="conservative", choices=TIE_MODES, help="rank ties")
     p.add_argument("--cutoffs", type=_cutoffs, default=(1, 5, 10, 20), help="k for Recall/MRR@k")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
 
 
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (and evaluate it)", formatter_class=fmt)
     t.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
     t.add_argument("--test", help="test split to evaluate on after training")
-    t.add_argument("--items", help="item index table (default: items/ beside a Parquet split)")
+    t.add_argument(
+        "--items", help="item index table; none: the items/ table beside a Parquet split"
+    )
     t.add_argument(
         "--params", default="rsc15", choices=sorted(PARAM_SETS), help="named parameter set"
     )
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one parameter (repeatable), e.g. --set n_epochs=5 --set layers=200",
     )
-    t.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: config's, auto)")
+    t.add_argument("--device", help="cpu, cuda, cuda:N or auto; none: the config's (auto)")
     t.add_argument("--resume", help="continue training from this checkpoint (file or run dir)")
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--no-baselines", action="store_true", help="skip POP/S-POP/Item-KNN")
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar (default: when stderr is a terminal)",
+        help="progress bar; none: when stderr is a terminal",
     )
     _common(t)
 
@@ -94,14 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="checkpoint file or run directory")
     e.add_argument("--test", required=True, help="test split: TSV file or Parquet split")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    e.add_argument("--out", help="directory for metrics.json (default: print only)")
+    e.add_argument("--out", help="directory for metrics.json; none: print it")
     _common(e)
 
     b = sub.add_parser("baselines", help="POP, S-POP and Item-KNN", formatter_class=fmt)
     b.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
     b.add_argument("--test", required=True, help="test split")
-    b.add_argument("--items", help="item index table (default: items/ beside a Parquet split)")
-    b.add_argument("--out", help="directory for metrics.json (default: print only)")
+    b.add_argument(
+        "--items", help="item index table; none: the items/ table beside a Parquet split"
+    )
+    b.add_argument("--out", help="directory for metrics.json; none: print it")
     _common(b)
     return parser
 
