@@ -9,6 +9,7 @@ written under a staging name and renamed into place when complete.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from gru4rec.data import ItemMap, SessionData, build_sessions, load_item_map, re
 from gru4rec.evaluate import evaluate_model
 from gru4rec.report import write_report
 from gru4rec.train import Trainer, resolve_device
-from jobs.common.errors import PipelineError
+from jobs.common.errors import ConfigError, PipelineError
 
 log = logging.getLogger("gru4rec")
 
@@ -98,6 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     e.add_argument("--out", help="directory for metrics.json; none: print it")
     _common(e)
+
+    s = sub.add_parser(
+        "score", help="top-k per session of a day, published atomically", formatter_class=fmt
+    )
+    s.add_argument("--model", required=True, help="checkpoint file or run directory")
+    s.add_argument("--sessions", required=True, help="one day of sessions (sessions/dt=D)")
+    s.add_argument("--out", required=True, help="recommendations root (dt=D is published in it)")
+    s.add_argument("--date", required=True, help="the day D (YYYY-MM-DD)")
+    s.add_argument("--k", type=int, default=20, help="recommendations per session")
+    s.add_argument(
+        "--exclude-seen",
+        action="store_true",
+        help="rank the session's own items last (off: repeats can be recommended)",
+    )
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--batch-size", type=int, default=2048, help="sessions per batch")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
 
     b = sub.add_parser("baselines", help="POP, S-POP and Item-KNN", formatter_class=fmt)
     b.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
@@ -292,7 +311,33 @@ def _emit(out: str | None, result: dict) -> None:
         print(text)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "baselines": cmd_baselines}
+def cmd_score(args) -> int:
+    from gru4rec.score import score_day
+
+    try:
+        day = str(dt.date.fromisoformat(args.date))
+    except ValueError:
+        raise ConfigError(f"--date: expected YYYY-MM-DD, found {args.date!r}") from None
+    summary = score_day(
+        args.model,
+        args.sessions,
+        args.out,
+        day,
+        args.k,
+        args.exclude_seen,
+        args.device,
+        args.batch_size,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "baselines": cmd_baselines,
+    "score": cmd_score,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,73 @@
+"""Atomic, idempotent publish of one date partition by a symlink swap (local file systems).
+
+`<root>/dt=D` is a symbolic link to an immutable version directory
+`<root>/_versions/dt=D/<version>/`. A run writes and validates a new version, then replaces the
+link with `os.replace` (one atomic rename): readers see the old table or the new one, never a
+mix or nothing. A process killed while writing leaves only an unreferenced version directory
+(removed by the next run); killed during the swap, the link still points at a complete table.
+Parquet readers (pyarrow, pandas, DuckDB, Spark) follow the link; `_versions` starts with an
+underscore, so partition discovery ignores it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+def new_version_dir(root: str | Path, partition: str) -> Path:
+    """A fresh, unreferenced directory to write the new version of `partition` into."""
+    version = f"{uuid.uuid4().hex[:12]}"
+    path = Path(root) / "_versions" / partition / version
+    path.mkdir(parents=True)
+    return path
+
+
+def current_version(root: str | Path, partition: str) -> Path | None:
+    link = Path(root) / partition
+    if not link.is_symlink():
+        return None
+    return (link.parent / os.readlink(link)).resolve()
+
+
+def publish(root: str | Path, partition: str, version_dir: Path) -> Path:
+    """Point `<root>/<partition>` at `version_dir` atomically; drop unreferenced versions."""
+    root = Path(root)
+    link = root / partition
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(
+            f"{link} is a real directory: expected a link managed by this publisher"
+        )
+    target = os.path.relpath(version_dir, root)
+    tmp = root / f".{partition}.link-{uuid.uuid4().hex[:8]}"
+    os.symlink(target, tmp, target_is_directory=True)
+    os.replace(tmp, link)  # the atomic step
+    _fsync_dir(root)
+    cleanup(root, partition)
+    return link
+
+
+def cleanup(root: str | Path, partition: str) -> None:
+    """Remove versions the link does not point at (left by replaced or killed runs)."""
+    root = Path(root)
+    keep = current_version(root, partition)
+    versions = root / "_versions" / partition
+    if versions.is_dir():
+        for v in versions.iterdir():
+            if keep is None or v.resolve() != keep:
+                shutil.rmtree(v, ignore_errors=True)
+    for tmp in root.glob(f".{partition}.link-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

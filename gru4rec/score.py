@@ -1,0 +1,284 @@
+"""Batch scoring: each session of a day -> its top-k next items, as a Parquet table.
+
+For every session of `sessions/dt=D/`, the session's events are fed through the model from a
+zero hidden state (items unknown to the model are skipped) and the k best next items after its
+last event are written with their scores. A session without any known item gets the
+popularity top-k (`strategy = 'popularity_fallback'`, score = the item's share of training
+events); the others get `strategy = 'gru4rec'` with the raw model score. With
+`exclude_seen`, items already in the session are ranked last (they appear only when fewer than
+k other items exist). A catalogue with fewer than k items gives that many rows per session.
+
+Output schema (sorted by session_id, then rank): session_id string, user_id string, rank int32,
+item_id string, score float32, strategy string, model_version string, generated_at timestamp
+(UTC, us). Sessions are processed in batches on the model's device and each batch is appended
+to the Parquet file as it is computed, so memory is bounded by the batch, not the day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from gru4rec.data import ItemMap
+from gru4rec.model import GRU4RecModel
+from jobs.common.errors import NoInputError, SchemaError
+
+log = logging.getLogger("gru4rec.score")
+
+SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("score", pa.float32()),
+        ("strategy", pa.string()),
+        ("model_version", pa.string()),
+        ("generated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+SESSION_COLUMNS = ("session_id", "user_id", "item_id", "ts", "seq")
+GRU4REC = "gru4rec"
+FALLBACK = "popularity_fallback"
+
+
+@dataclasses.dataclass
+class ScoreStats:
+    sessions: int = 0
+    events: int = 0
+    unknown_item_events: int = 0
+    fallback_sessions: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+
+
+def read_sessions(path: str | Path) -> pd.DataFrame:
+    """One day of `sessions/` (session_id, user_id, item_id, ts, seq)."""
+    p = Path(path)
+    if not p.exists():
+        raise NoInputError(f"no sessions at {path}: run the sessionize job for this day first")
+    table = pq.read_table(p)
+    missing = [c for c in SESSION_COLUMNS if c not in table.column_names]
+    if missing:
+        raise SchemaError(
+            f"{path}: expected columns {', '.join(SESSION_COLUMNS)}, "
+            f"found {', '.join(table.column_names)}"
+        )
+    frame = table.select(list(SESSION_COLUMNS)).to_pandas()
+    if frame.empty:
+        raise NoInputError(f"{path}: no sessions")
+    return frame
+
+
+class Scorer:
+    def __init__(
+        self,
+        model: GRU4RecModel,
+        item_map: ItemMap,
+        model_version: str,
+        k: int = 20,
+        exclude_seen: bool = False,
+        batch_size: int = 2048,
+    ) -> None:
+        if not model_version:
+            raise SchemaError("model_version: expected a non-empty string")
+        self.model = model
+        self.item_map = item_map
+        self.model_version = model_version
+        self.k = min(k, len(item_map))
+        self.exclude_seen = exclude_seen
+        self.batch_size = batch_size
+        support = np.asarray(item_map.support, dtype=np.float64)
+        order = np.argsort(-support, kind="stable")[: self.k]
+        self.fallback_items = order
+        self.fallback_scores = (support[order] / support.sum()).astype(np.float32)
+        self.item_ids = pa.array(item_map.ids.astype(str), pa.string())
+
+    @torch.no_grad()
+    def _top_k(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (items, scores) after the last event of each (non-empty) sequence."""
+        model, device = self.model, self.model.device
+        n = len(seqs)
+        lengths = np.array([len(s) for s in seqs])
+        order = np.argsort(-lengths, kind="stable")  # longest first: active rows are a prefix
+        max_len = int(lengths.max())
+        padded = np.zeros((n, max_len), dtype=np.int64)
+        for row, s in enumerate(order):
+            padded[row, : lengths[s]] = seqs[s]
+        sorted_len = lengths[order]
+        items = torch.as_tensor(padded, device=device)
+        hidden = model.zero_hidden(n)
+        active = n
+        for t in range(max_len):
+            while active > 0 and sorted_len[active - 1] <= t:
+                active -= 1
+            nxt = model.step_inference(items[:active, t], [h[:active] for h in hidden])
+            for layer, h in enumerate(nxt):
+                hidden[layer][:active] = h
+        scores = model.score_all(hidden[-1])
+        if self.exclude_seen:
+            seen = items.clone()
+            pad = torch.arange(max_len, device=device).view(1, -1) >= torch.as_tensor(
+                sorted_len, device=device
+            ).view(-1, 1)
+            seen[pad] = items[:, :1].expand(-1, max_len)[pad]
+            scores.scatter_(1, seen, torch.finfo(scores.dtype).min)
+        top_scores, top_items = torch.topk(scores, self.k, dim=1)
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        return top_items.cpu().numpy()[inverse], top_scores.cpu().numpy()[inverse]
+
+    def batches(self, sessions: pd.DataFrame, generated_at: dt.datetime) -> Iterator[pa.Table]:
+        frame = sessions.sort_values(["session_id", "ts", "seq"], kind="stable")
+        sid = frame["session_id"].astype(str).to_numpy(dtype=object)
+        starts = np.flatnonzero(np.concatenate([[True], sid[1:] != sid[:-1]]))
+        bounds = np.append(starts, len(sid))
+        idx = self.item_map.lookup(frame["item_id"].astype(str).to_numpy(dtype=object))
+        user = frame["user_id"].astype(str).to_numpy(dtype=object)
+        self.stats = ScoreStats(
+            sessions=len(starts), events=len(sid), unknown_item_events=int((idx < 0).sum())
+        )
+        ts = pa.scalar(generated_at, pa.timestamp("us", tz="UTC"))
+        k = self.k
+        for a in range(0, len(starts), self.batch_size):
+            chunk = range(a, min(a + self.batch_size, len(starts)))
+            seqs = [idx[bounds[s] : bounds[s + 1]] for s in chunk]
+            seqs = [q[q >= 0] for q in seqs]
+            has = np.array([len(q) > 0 for q in seqs])
+            top_items = np.tile(self.fallback_items, (len(seqs), 1))
+            top_scores = np.tile(self.fallback_scores, (len(seqs), 1))
+            if has.any():
+                it, sc = self._top_k([q for q, h in zip(seqs, has, strict=True) if h])
+                top_items[has], top_scores[has] = it, sc
+            self.stats.fallback_sessions += int((~has).sum())
+            m = len(seqs)
+            strategy = np.where(np.repeat(has, k), GRU4REC, FALLBACK)
+            table = pa.table(
+                {
+                    "session_id": pa.array(np.repeat(sid[starts[chunk]], k), pa.string()),
+                    "user_id": pa.array(np.repeat(user[starts[chunk]], k), pa.string()),
+                    "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), m)),
+                    "item_id": self.item_ids.take(pa.array(top_items.reshape(-1))),
+                    "score": pa.array(top_scores.reshape(-1).astype(np.float32)),
+                    "strategy": pa.array(strategy, pa.string()),
+                    "model_version": pa.array([self.model_version] * (m * k), pa.string()),
+                    "generated_at": pa.array([ts.value] * (m * k), pa.timestamp("us", tz="UTC")),
+                },
+                schema=SCHEMA,
+            )
+            self.stats.rows += table.num_rows
+            yield table
+
+    def write(self, sessions: pd.DataFrame, path: Path, generated_at: dt.datetime) -> ScoreStats:
+        """Stream every batch into one Parquet file (one row group per batch)."""
+        t0 = time.perf_counter()
+        with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
+            for table in self.batches(sessions, generated_at):
+                writer.write_table(table)
+        self.stats.seconds = time.perf_counter() - t0
+        return self.stats
+
+
+class ValidationError(SchemaError):
+    """The scored table breaks the recommendations contract; it is not published."""
+
+
+def validate_table(path: Path, expected_sessions: np.ndarray, item_ids: set[str], k: int) -> dict:
+    """Check the contract before publishing (per-session counts, ranks, items, scores, nulls).
+
+    Reads the staged file one row group at a time; returns counts, raises ValidationError
+    naming the first rule broken.
+    """
+    pf = pq.ParquetFile(path)
+    seen_sessions: list[np.ndarray] = []
+    rows = 0
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g).to_pandas()
+        rows += len(t)
+        nulls = [c for c in t.columns if t[c].isna().any()]
+        if nulls:
+            raise ValidationError(f"expected no nulls, found nulls in {', '.join(nulls)}")
+        if (t["model_version"].str.len() == 0).any():
+            raise ValidationError("expected model_version to be set, found empty values")
+        if len(t) % k:
+            raise ValidationError(f"expected {k} rows per session, found {len(t)} rows in a batch")
+        sess = t["session_id"].to_numpy().reshape(-1, k)
+        if (sess != sess[:, :1]).any():
+            raise ValidationError(f"expected exactly {k} consecutive rows per session")
+        ranks = t["rank"].to_numpy().reshape(-1, k)
+        if (ranks != np.arange(1, k + 1)).any():
+            raise ValidationError(f"expected ranks 1..{k} once per session")
+        score = t["score"].to_numpy().reshape(-1, k)
+        if (np.diff(score, axis=1) > 0).any():
+            raise ValidationError("expected scores non-increasing with rank")
+        unknown = set(t["item_id"].unique()) - item_ids
+        if unknown:
+            raise ValidationError(
+                f"expected items of the model's index, found {len(unknown)} others "
+                f"(e.g. {sorted(unknown)[:3]})"
+            )
+        seen_sessions.append(sess[:, 0])
+    got = np.concatenate(seen_sessions) if seen_sessions else np.array([], dtype=object)
+    if len(np.unique(got)) != len(got):
+        raise ValidationError("expected each session once, found a session in several places")
+    want = np.unique(np.asarray(expected_sessions, dtype=object).astype(str))
+    if len(got) != len(want) or not np.array_equal(np.sort(got.astype(str)), want):
+        raise ValidationError(
+            f"expected every session of the day ({len(want)}), found {len(got)} scored"
+        )
+    return {"rows": rows, "sessions": int(len(got)), "k": k}
+
+
+def score_day(
+    checkpoint_path: str | Path,
+    sessions_path: str | Path,
+    out_root: str | Path,
+    day: str,
+    k: int = 20,
+    exclude_seen: bool = False,
+    device: str = "auto",
+    batch_size: int = 2048,
+    generated_at: dt.datetime | None = None,
+) -> dict:
+    """Score day `day` and publish `<out_root>/dt=<day>` atomically; returns a summary."""
+    from gru4rec import checkpoint as ckpt
+    from gru4rec import publish
+    from gru4rec.train import resolve_device
+
+    loaded = ckpt.Checkpoint(checkpoint_path)
+    model = loaded.model(resolve_device(device))
+    version = f"{loaded.item_map.fingerprint[:8]}-{loaded.path.stat().st_mtime_ns:x}"
+    version = loaded.extra.get("model_version", version)
+    sessions = read_sessions(sessions_path)
+    scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
+    generated_at = generated_at or dt.datetime.now(dt.UTC)
+    partition = f"dt={day}"
+    Path(out_root).mkdir(parents=True, exist_ok=True)
+    staged = publish.new_version_dir(out_root, partition)
+    try:
+        stats = scorer.write(sessions, staged / "part-00000.parquet", generated_at)
+        check = validate_table(
+            staged / "part-00000.parquet",
+            sessions["session_id"].astype(str).unique(),
+            set(loaded.item_map.ids.astype(str)),
+            scorer.k,
+        )
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    link = publish.publish(out_root, partition, staged)
+    summary = {**dataclasses.asdict(stats), **check, "model_version": version, "path": str(link)}
+    log.info("published %s: %s", link, summary)
+    return summary
