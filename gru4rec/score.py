@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -273,6 +274,22 @@ def score_day(
             set(loaded.item_map.ids.astype(str)),
             scorer.k,
         )
+        # The Great Expectations suite (jobs/quality.py), shared with the DAG; its result is
+        # kept beside the data (`_validation.json`: readers skip names starting with "_").
+        from jobs.quality import validate_recommendations
+
+        gx_result = validate_recommendations(
+            pd.read_parquet(staged / "part-00000.parquet"),
+            sessions["session_id"].astype(str).unique(),
+            loaded.item_map.ids.astype(str),
+            scorer.k,
+        )
+        (staged / "_validation.json").write_text(json.dumps(gx_result["result"], default=str))
+        if not gx_result["success"]:
+            raise ValidationError(
+                f"Great Expectations suite 'recommendations' failed: {gx_result['failed']}"
+            )
+        check["great_expectations"] = "passed"
     except BaseException:
         import shutil
 

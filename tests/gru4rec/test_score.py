@@ -209,3 +209,50 @@ def test_score_cli(setup, capsys):
     assert main([*args, "--date", "2026-01-02"]) == 0
     assert '"rows": 60' in capsys.readouterr().out
     assert main([*args, "--date", "02.01.2026"]) == 2
+
+
+def test_great_expectations_suite_catches_each_broken_rule(setup):
+    from jobs.quality import validate_recommendations
+
+    path, model, item_map, sessions, out = setup
+    score_day(path, sessions, out, "2026-01-02")
+    good = pd.read_parquet(out / "dt=2026-01-02")
+    assert (out / "dt=2026-01-02" / "_validation.json").exists()
+    day, ids = np.array(["s1", "s2", "s3"]), item_map.ids.astype(str)
+    assert validate_recommendations(good, day, ids, 20)["success"]
+
+    def failed(frame, day_sessions=day, items=ids):
+        return validate_recommendations(frame, day_sessions, items, 20)["failed"]
+
+    rising = good.copy()
+    rising.loc[1, "score"] = rising.loc[0, "score"] + 1
+    assert any("_score_drop" in f for f in failed(rising))
+    dup_rank = good.copy()
+    dup_rank.loc[1, "rank"] = 1
+    assert any("compound_columns" in f for f in failed(dup_rank))
+    assert any("_session_in_day" in f for f in failed(good, np.array(["s1", "s2", "s9"])))
+    assert any("_item_in_index" in f for f in failed(good, day, ids[:5]))
+    nulls = good.copy()
+    nulls.loc[3, "item_id"] = None
+    assert any("not_be_null(item_id)" in f for f in failed(nulls))
+    assert any("row_count" in f for f in failed(good.iloc[:-1]))
+
+
+def test_failed_suite_publishes_nothing(setup, monkeypatch):
+    import gru4rec.score as score
+
+    path, model, item_map, sessions, out = setup
+    score_day(path, sessions, out, "2026-01-02", generated_at=WHEN)
+    before = pd.read_parquet(out / "dt=2026-01-02")
+    real = score.Scorer.batches
+
+    def drop_first_row(self, *a, **k):
+        for table in real(self, *a, **k):
+            yield table.slice(1)
+
+    monkeypatch.setattr(score.Scorer, "batches", drop_first_row)
+    monkeypatch.setattr(score, "validate_table", lambda *a, **k: {})  # leave it to GX
+    with pytest.raises(ValidationError, match="Great Expectations suite"):
+        score_day(path, sessions, out, "2026-01-02")
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "dt=2026-01-02"), before)
+    assert len(list((out / "_versions" / "dt=2026-01-02").iterdir())) == 1
