@@ -276,15 +276,15 @@ def score_day(
         )
         # The Great Expectations suite (jobs/quality.py), shared with the DAG; its result is
         # kept beside the data (`_validation.json`: readers skip names starting with "_").
-        from jobs.quality import validate_recommendations
+        from jobs.quality import validate_recommendations_file
 
-        gx_result = validate_recommendations(
-            pd.read_parquet(staged / "part-00000.parquet"),
+        gx_result = validate_recommendations_file(
+            staged / "part-00000.parquet",
             sessions["session_id"].astype(str).unique(),
             loaded.item_map.ids.astype(str),
             scorer.k,
         )
-        (staged / "_validation.json").write_text(json.dumps(gx_result["result"], default=str))
+        (staged / "_validation.json").write_text(json.dumps(gx_result["results"], default=str))
         if not gx_result["success"]:
             raise ValidationError(
                 f"Great Expectations suite 'recommendations' failed: {gx_result['failed']}"

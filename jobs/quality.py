@@ -57,10 +57,56 @@ def recommendations_suite(k: int, n_sessions: int):
     return suite
 
 
-def validate_recommendations(
-    table: pd.DataFrame, day_sessions: np.ndarray, item_ids: np.ndarray, k: int
+def validate_recommendations_file(
+    path, day_sessions: np.ndarray, item_ids: np.ndarray, k: int, chunk_rows: int = 1_000_000
 ) -> dict:
-    """Run the suite; returns {"success": bool, "failed": [...], "result": GX JSON}."""
+    """Run the suite over a scored Parquet file in chunks of whole row groups (a session never
+    spans row groups), so memory is bounded by `chunk_rows`, not by the day. Table-level
+    counts are per chunk here; that every session of the day appears exactly once across
+    chunks is checked by the streaming `gru4rec.score.validate_table` before this runs.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    day_index = pd.Index(np.asarray(day_sessions, dtype=object))
+    results, failed, success = [], [], True
+    pending: list[pd.DataFrame] = []
+    rows = 0
+
+    def flush() -> None:
+        nonlocal success, rows
+        chunk = pd.concat(pending, ignore_index=True)
+        pending.clear()
+        rows = 0
+        sessions = chunk["session_id"].unique()
+        res = validate_recommendations(chunk, day_index, item_ids, k, n_sessions=len(sessions))
+        # sessions of this chunk must all belong to the day: checked by _session_in_day
+        success = success and res["success"]
+        failed.extend(f for f in res["failed"] if f not in failed)
+        results.append(res["result"])
+
+    for g in range(pf.num_row_groups):
+        frame = pf.read_row_group(g).to_pandas()
+        pending.append(frame)
+        rows += len(frame)
+        if rows >= chunk_rows:
+            flush()
+    if pending:
+        flush()
+    return {"success": success, "failed": failed, "results": results}
+
+
+def validate_recommendations(
+    table: pd.DataFrame,
+    day_sessions: np.ndarray,
+    item_ids: np.ndarray,
+    k: int,
+    n_sessions: int | None = None,
+) -> dict:
+    """Run the suite on one table; returns {"success", "failed": [...], "result": GX JSON}.
+
+    `n_sessions`: sessions the table must hold (default: all of `day_sessions`).
+    """
     import great_expectations as gx
 
     df = table.sort_values(["session_id", "rank"], kind="stable").reset_index(drop=True)
@@ -68,7 +114,8 @@ def validate_recommendations(
     df["_item_in_index"] = df["item_id"].isin(pd.Index(item_ids))
     nxt = df.groupby("session_id", sort=False)["score"].shift(-1)
     df["_score_drop"] = (df["score"] - nxt).fillna(0.0).astype("float64")
-    n_sessions = len(pd.unique(np.asarray(day_sessions, dtype=object)))
+    if n_sessions is None:
+        n_sessions = len(pd.unique(np.asarray(day_sessions, dtype=object)))
     context = gx.get_context(mode="ephemeral")
     _quiet(context)
     source = context.data_sources.add_pandas("scored")

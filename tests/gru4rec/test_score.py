@@ -256,3 +256,17 @@ def test_failed_suite_publishes_nothing(setup, monkeypatch):
         score_day(path, sessions, out, "2026-01-02")
     pd.testing.assert_frame_equal(pd.read_parquet(out / "dt=2026-01-02"), before)
     assert len(list((out / "_versions" / "dt=2026-01-02").iterdir())) == 1
+
+
+def test_suite_runs_in_bounded_chunks_of_whole_sessions(setup):
+    from jobs.quality import validate_recommendations_file
+
+    path, model, item_map, sessions, out = setup
+    score_day(path, sessions, out, "2026-01-02", batch_size=1)  # one row group per session
+    part = out / "dt=2026-01-02" / "part-00000.parquet"
+    assert pq.ParquetFile(part).num_row_groups == 3
+    day, ids = np.array(["s1", "s2", "s3"]), item_map.ids.astype(str)
+    res = validate_recommendations_file(part, day, ids, 20, chunk_rows=20)
+    assert res["success"] and len(res["results"]) == 3  # three chunks, each one session
+    res = validate_recommendations_file(part, np.array(["s1", "s2"]), ids, 20, chunk_rows=20)
+    assert not res["success"] and any("_session_in_day" in f for f in res["failed"])
