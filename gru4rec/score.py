@@ -63,22 +63,47 @@ class ScoreStats:
     seconds: float = 0.0
 
 
-def read_sessions(path: str | Path) -> pd.DataFrame:
-    """One day of `sessions/` (session_id, user_id, item_id, ts, seq)."""
+def session_ids(path: str | Path) -> np.ndarray:
+    """The day's distinct session ids, sorted (one pass over the session_id column only)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
     p = Path(path)
     if not p.exists():
         raise NoInputError(f"no sessions at {path}: run the sessionize job for this day first")
-    table = pq.read_table(p)
-    missing = [c for c in SESSION_COLUMNS if c not in table.column_names]
+    dataset = pads.dataset(str(p), format="parquet", exclude_invalid_files=True)
+    missing = [c for c in SESSION_COLUMNS if c not in dataset.schema.names]
     if missing:
         raise SchemaError(
             f"{path}: expected columns {', '.join(SESSION_COLUMNS)}, "
-            f"found {', '.join(table.column_names)}"
+            f"found {', '.join(dataset.schema.names)}"
         )
-    frame = table.select(list(SESSION_COLUMNS)).to_pandas()
-    if frame.empty:
+    ids = pc.unique(dataset.to_table(columns=["session_id"])["session_id"].cast(pa.string()))
+    ids = np.sort(ids.to_numpy(zero_copy_only=False).astype(object))
+    if len(ids) == 0:
         raise NoInputError(f"{path}: no sessions")
-    return frame
+    return ids
+
+
+def iter_session_chunks(
+    path: str | Path, ids: np.ndarray, max_sessions: int = 200_000
+) -> Iterator[pd.DataFrame]:
+    """The day's events, `max_sessions` whole sessions at a time, in session_id order.
+
+    Each chunk is one filtered scan (session_id in [lo, hi)), so memory holds one chunk of
+    events, never the whole day.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    dataset = pads.dataset(str(path), format="parquet", exclude_invalid_files=True)
+    field = pc.field("session_id")
+    for a in range(0, len(ids), max_sessions):
+        lo = ids[a]
+        cond = field >= lo
+        if a + max_sessions < len(ids):
+            cond = cond & (field < ids[a + max_sessions])
+        yield dataset.to_table(columns=list(SESSION_COLUMNS), filter=cond).to_pandas()
 
 
 class Scorer:
@@ -139,16 +164,25 @@ class Scorer:
         inverse[order] = np.arange(n)
         return top_items.cpu().numpy()[inverse], top_scores.cpu().numpy()[inverse]
 
-    def batches(self, sessions: pd.DataFrame, generated_at: dt.datetime) -> Iterator[pa.Table]:
+    def batches(self, chunks, generated_at: dt.datetime) -> Iterator[pa.Table]:
+        """Arrow tables of recommendations for `chunks` (a DataFrame of whole sessions, or an
+        iterable of such DataFrames in session_id order)."""
+        self.stats = ScoreStats()
+        if isinstance(chunks, pd.DataFrame):
+            chunks = [chunks]
+        for chunk in chunks:
+            yield from self._chunk_batches(chunk, generated_at)
+
+    def _chunk_batches(self, sessions: pd.DataFrame, generated_at: dt.datetime):
         frame = sessions.sort_values(["session_id", "ts", "seq"], kind="stable")
         sid = frame["session_id"].astype(str).to_numpy(dtype=object)
         starts = np.flatnonzero(np.concatenate([[True], sid[1:] != sid[:-1]]))
         bounds = np.append(starts, len(sid))
         idx = self.item_map.lookup(frame["item_id"].astype(str).to_numpy(dtype=object))
         user = frame["user_id"].astype(str).to_numpy(dtype=object)
-        self.stats = ScoreStats(
-            sessions=len(starts), events=len(sid), unknown_item_events=int((idx < 0).sum())
-        )
+        self.stats.sessions += len(starts)
+        self.stats.events += len(sid)
+        self.stats.unknown_item_events += int((idx < 0).sum())
         ts = pa.scalar(generated_at, pa.timestamp("us", tz="UTC"))
         k = self.k
         for a in range(0, len(starts), self.batch_size):
@@ -180,7 +214,7 @@ class Scorer:
             self.stats.rows += table.num_rows
             yield table
 
-    def write(self, sessions: pd.DataFrame, path: Path, generated_at: dt.datetime) -> ScoreStats:
+    def write(self, sessions, path: Path, generated_at: dt.datetime) -> ScoreStats:
         """Stream every batch into one Parquet file (one row group per batch)."""
         t0 = time.perf_counter()
         with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
@@ -250,6 +284,7 @@ def score_day(
     device: str = "auto",
     batch_size: int = 2048,
     generated_at: dt.datetime | None = None,
+    max_sessions: int = 200_000,
 ) -> dict:
     """Score day `day` and publish `<out_root>/dt=<day>` atomically; returns a summary."""
     from gru4rec import checkpoint as ckpt
@@ -260,17 +295,18 @@ def score_day(
     model = loaded.model(resolve_device(device))
     version = f"{loaded.item_map.fingerprint[:8]}-{loaded.path.stat().st_mtime_ns:x}"
     version = loaded.extra.get("model_version", version)
-    sessions = read_sessions(sessions_path)
+    day_ids = session_ids(sessions_path)
     scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
     generated_at = generated_at or dt.datetime.now(dt.UTC)
     partition = f"dt={day}"
     Path(out_root).mkdir(parents=True, exist_ok=True)
     staged = publish.new_version_dir(out_root, partition)
     try:
-        stats = scorer.write(sessions, staged / "part-00000.parquet", generated_at)
+        chunks = iter_session_chunks(sessions_path, day_ids, max_sessions)
+        stats = scorer.write(chunks, staged / "part-00000.parquet", generated_at)
         check = validate_table(
             staged / "part-00000.parquet",
-            sessions["session_id"].astype(str).unique(),
+            day_ids,
             set(loaded.item_map.ids.astype(str)),
             scorer.k,
         )
@@ -280,7 +316,7 @@ def score_day(
 
         gx_result = validate_recommendations_file(
             staged / "part-00000.parquet",
-            sessions["session_id"].astype(str).unique(),
+            day_ids,
             loaded.item_map.ids.astype(str),
             scorer.k,
         )

@@ -270,3 +270,18 @@ def test_suite_runs_in_bounded_chunks_of_whole_sessions(setup):
     assert res["success"] and len(res["results"]) == 3  # three chunks, each one session
     res = validate_recommendations_file(part, np.array(["s1", "s2"]), ids, 20, chunk_rows=20)
     assert not res["success"] and any("_session_in_day" in f for f in res["failed"])
+
+
+def test_chunked_input_gives_the_same_table(setup, tmp_path):
+    path, model, item_map, sessions, out = setup
+    # split the day over two files, with session s2 straddling them
+    frame = pd.read_parquet(sessions)
+    split = tmp_path / "split"
+    split.mkdir()
+    pq.write_table(pa.Table.from_pandas(frame.iloc[:2], preserve_index=False), split / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(frame.iloc[2:], preserve_index=False), split / "b.parquet")
+    score_day(path, sessions, out, "2026-01-02", generated_at=WHEN)
+    score_day(path, split, out, "2026-01-03", generated_at=WHEN, max_sessions=1)
+    whole = pd.read_parquet(out / "dt=2026-01-02")
+    chunked = pd.read_parquet(out / "dt=2026-01-03")
+    pd.testing.assert_frame_equal(whole, chunked)
