@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,3 +84,18 @@ def session_parallel(offsets: np.ndarray, batch_size: int) -> Schedule:
     positions = np.concatenate(chunks)
     step_offsets = np.concatenate([[0], np.cumsum(np.concatenate(sizes))]).astype(np.int64)
     return Schedule(positions, step_offsets, reset, keep)
+
+
+def apply_slot_changes(
+    schedule: Schedule, t: int, hidden: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The hidden states to use at step t: drop finished slots, zero the reloaded ones."""
+    keep = schedule.keep.get(t)
+    if keep is not None:
+        k = torch.as_tensor(keep, device=hidden[0].device)
+        hidden = [h.index_select(0, k) for h in hidden]
+    reset = schedule.reset.get(t)
+    if reset is not None:
+        r = torch.as_tensor(reset, device=hidden[0].device)
+        hidden = [h.index_fill(0, r, 0.0) for h in hidden]
+    return hidden

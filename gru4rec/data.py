@@ -155,10 +155,11 @@ def _read_tsv(path: Path) -> pd.DataFrame:
     )
 
 
-def _read_parquet(path: str | Path, columns: tuple[str, ...]):
+def open_parquet(path: str | Path, columns: tuple[str, ...], hint: str = ""):
+    """A pyarrow dataset over `path` that has `columns`; clear errors when it does not."""
     p = Path(path)
     if not p.exists():
-        raise NoInputError(f"no Parquet data at {path}")
+        raise NoInputError(f"no Parquet data at {path}" + (f": {hint}" if hint else ""))
     try:
         dataset = pads.dataset(str(p), format="parquet", exclude_invalid_files=True)
     except Exception as exc:  # pyarrow raises several types for unreadable input
@@ -169,7 +170,11 @@ def _read_parquet(path: str | Path, columns: tuple[str, ...]):
         raise SchemaError(
             f"{path}: expected columns {', '.join(columns)}, found {', '.join(names)}"
         )
-    return dataset.to_table(columns=list(columns))
+    return dataset
+
+
+def _read_parquet(path: str | Path, columns: tuple[str, ...]):
+    return open_parquet(path, columns).to_table(columns=list(columns))
 
 
 def _read_pipeline_parquet(path: Path) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from gru4rec.batching import session_parallel
+from gru4rec.batching import apply_slot_changes, session_parallel
 from gru4rec.config import TIE_MODES
 from gru4rec.data import SessionData
 from gru4rec.model import GRU4RecModel
@@ -107,14 +107,7 @@ def evaluate_model(
     hidden = model.zero_hidden(offs[1] - offs[0])
     all_ranks = []
     for t in range(sched.n_steps):
-        keep = sched.keep.get(t)
-        if keep is not None:
-            k = torch.as_tensor(keep, device=device)
-            hidden = [h.index_select(0, k) for h in hidden]
-        reset = sched.reset.get(t)
-        if reset is not None:
-            r = torch.as_tensor(reset, device=device)
-            hidden = [h.index_fill(0, r, 0.0) for h in hidden]
+        hidden = apply_slot_changes(sched, t, hidden)
         a, b = offs[t], offs[t + 1]
         hidden = model.step_inference(inputs[a:b], hidden)
         scores = model.score_all(hidden[-1])

@@ -128,10 +128,13 @@ class GRU4RecModel:
         p_hidden: float,
         training: bool,
         x_projected: bool = False,
+        saved: list[tuple] | None = None,
     ) -> list[torch.Tensor]:
         """One step through every layer; returns each layer's (dropped-out) output.
 
         With `x_projected`, x is already layer 0's input projection (one-hot mode: rows of Wx0).
+        With `saved`, each layer appends (x, h_prev, r, z, r * h_prev, c, dropout mask or None)
+        for the trainer's backward pass.
         """
         outputs = []
         for i, h_prev in enumerate(hidden):
@@ -140,10 +143,15 @@ class GRU4RecModel:
             vx = x + b if (i == 0 and x_projected) else torch.addmm(b, x, w[f"Wx{i}"])
             rz = torch.sigmoid(torch.addmm(vx[:, : 2 * h], h_prev, w[f"Wh_rz{i}"]))
             r, z = rz[:, :h], rz[:, h:]
-            c = torch.tanh(torch.addmm(vx[:, 2 * h :], r * h_prev, w[f"Wh_c{i}"]))
-            out = c + z * (h_prev - c)
+            rh = r * h_prev
+            c = torch.tanh(torch.addmm(vx[:, 2 * h :], rh, w[f"Wh_c{i}"]))
+            out = torch.lerp(c, h_prev, z)  # z * h_prev + (1 - z) * c
+            mask = None
             if training and p_hidden > 0:
-                out = out * dropout_mask(out, p_hidden)
+                mask = dropout_mask(out, p_hidden)
+                out = out * mask
+            if saved is not None:
+                saved.append((x, h_prev, r, z, rh, c, mask))
             outputs.append(out)
             x = out
         return outputs

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gru4rec.data import ItemMap
+from gru4rec.data import ItemMap, open_parquet
 from gru4rec.model import GRU4RecModel
 from jobs.common.errors import NoInputError, SchemaError
 
@@ -63,30 +63,24 @@ class ScoreStats:
     seconds: float = 0.0
 
 
-def session_ids(path: str | Path) -> np.ndarray:
+def open_sessions(path: str | Path):
+    """One day of `sessions/` as a pyarrow dataset (checked for the columns scoring reads)."""
+    return open_parquet(path, SESSION_COLUMNS, "run the sessionize job for this day first")
+
+
+def session_ids(dataset) -> np.ndarray:
     """The day's distinct session ids, sorted (one pass over the session_id column only)."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
 
-    p = Path(path)
-    if not p.exists():
-        raise NoInputError(f"no sessions at {path}: run the sessionize job for this day first")
-    dataset = pads.dataset(str(p), format="parquet", exclude_invalid_files=True)
-    missing = [c for c in SESSION_COLUMNS if c not in dataset.schema.names]
-    if missing:
-        raise SchemaError(
-            f"{path}: expected columns {', '.join(SESSION_COLUMNS)}, "
-            f"found {', '.join(dataset.schema.names)}"
-        )
     ids = pc.unique(dataset.to_table(columns=["session_id"])["session_id"].cast(pa.string()))
     ids = np.sort(ids.to_numpy(zero_copy_only=False).astype(object))
     if len(ids) == 0:
-        raise NoInputError(f"{path}: no sessions")
+        raise NoInputError("no sessions for this day")
     return ids
 
 
 def iter_session_chunks(
-    path: str | Path, ids: np.ndarray, max_sessions: int = 200_000
+    dataset, ids: np.ndarray, max_sessions: int = 200_000
 ) -> Iterator[pd.DataFrame]:
     """The day's events, `max_sessions` whole sessions at a time, in session_id order.
 
@@ -94,13 +88,10 @@ def iter_session_chunks(
     events, never the whole day.
     """
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
 
-    dataset = pads.dataset(str(path), format="parquet", exclude_invalid_files=True)
     field = pc.field("session_id")
     for a in range(0, len(ids), max_sessions):
-        lo = ids[a]
-        cond = field >= lo
+        cond = field >= ids[a]
         if a + max_sessions < len(ids):
             cond = cond & (field < ids[a + max_sessions])
         yield dataset.to_table(columns=list(SESSION_COLUMNS), filter=cond).to_pandas()
@@ -295,14 +286,15 @@ def score_day(
     model = loaded.model(resolve_device(device))
     version = f"{loaded.item_map.fingerprint[:8]}-{loaded.path.stat().st_mtime_ns:x}"
     version = loaded.extra.get("model_version", version)
-    day_ids = session_ids(sessions_path)
+    dataset = open_sessions(sessions_path)
+    day_ids = session_ids(dataset)
     scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
     generated_at = generated_at or dt.datetime.now(dt.UTC)
     partition = f"dt={day}"
     Path(out_root).mkdir(parents=True, exist_ok=True)
     staged = publish.new_version_dir(out_root, partition)
     try:
-        chunks = iter_session_chunks(sessions_path, day_ids, max_sessions)
+        chunks = iter_session_chunks(dataset, day_ids, max_sessions)
         stats = scorer.write(chunks, staged / "part-00000.parquet", generated_at)
         check = validate_table(
             staged / "part-00000.parquet",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gru4rec import losses
-from gru4rec.batching import Schedule, session_parallel
+from gru4rec.batching import Schedule, apply_slot_changes, session_parallel
 from gru4rec.config import Config
 from gru4rec.data import ItemMap, SessionData
 from gru4rec.losses import bpr_max_and_grad
@@ -134,23 +134,11 @@ class Trainer:
         # forward, keeping what the backward pass needs
         w = self._dense
         onehot = cfg.embedding == "onehot"
-        saved = []
-        new_hidden = []
-        for i, h_prev in enumerate(hidden):
-            h = model.layers[i]
-            vx = x + w[f"b{i}"] if (i == 0 and onehot) else torch.addmm(w[f"b{i}"], x, w[f"Wx{i}"])
-            rz = torch.sigmoid(torch.addmm(vx[:, : 2 * h], h_prev, w[f"Wh_rz{i}"]))
-            r, z = rz[:, :h], rz[:, h:]
-            rh = r * h_prev
-            c = torch.tanh(torch.addmm(vx[:, 2 * h :], rh, w[f"Wh_c{i}"]))
-            out = torch.lerp(c, h_prev, z)  # z * h_prev + (1 - z) * c
-            mask = None
-            if cfg.dropout_p_hidden > 0:
-                mask = dropout_mask(out, cfg.dropout_p_hidden)
-                out = out * mask
-            saved.append((x, h_prev, r, z, rh, c, mask))
-            new_hidden.append(out)
-            x = out
+        saved: list[tuple] = []
+        new_hidden = model.gru_layers(
+            x, hidden, w, cfg.dropout_p_hidden, True, x_projected=onehot, saved=saved
+        )
+        x = new_hidden[-1]
         scores = torch.addmm(out_rows[:, d_out], x, out_rows[:, :d_out].t())
         loss, d_scores = self._loss_and_grad(scores, target, sample)
         # backward: output layer
@@ -262,14 +250,7 @@ class Trainer:
         flush = torch.set_flush_denormal(True) if self.device.type == "cpu" else False
         t0 = time.perf_counter()
         for t in range(sched.n_steps):
-            keep = sched.keep.get(t)
-            if keep is not None:
-                k = torch.as_tensor(keep, device=self.device)
-                hidden = [h.index_select(0, k) for h in hidden]
-            reset = sched.reset.get(t)
-            if reset is not None:
-                r = torch.as_tensor(reset, device=self.device)
-                hidden = [h.index_fill(0, r, 0.0) for h in hidden]
+            hidden = apply_slot_changes(sched, t, hidden)
             a, b = offs[t], offs[t + 1]
             if b - a + cfg.n_sample < min_columns:
                 skipped += 1
