@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--batch-size", type=int, default=2048, help="sessions per batch")
+    s.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="score and check into an unreferenced version directory only (printed as "
+        "'staged'); the nightly DAG validates and publishes it in later tasks",
+    )
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
 
@@ -312,13 +318,13 @@ def _emit(out: str | None, result: dict) -> None:
 
 
 def cmd_score(args) -> int:
-    from gru4rec.score import score_day
+    from gru4rec.score import score_day, stage_day
 
     try:
         day = str(dt.date.fromisoformat(args.date))
     except ValueError:
         raise ConfigError(f"--date: expected YYYY-MM-DD, found {args.date!r}") from None
-    summary = score_day(
+    summary = (stage_day if args.no_publish else score_day)(
         args.model,
         args.sessions,
         args.out,

@@ -215,6 +215,9 @@ class Scorer:
         return self.stats
 
 
+PART = "part-00000.parquet"
+
+
 class ValidationError(SchemaError):
     """The scored table breaks the recommendations contract; it is not published."""
 
@@ -277,7 +280,38 @@ def score_day(
     generated_at: dt.datetime | None = None,
     max_sessions: int = 200_000,
 ) -> dict:
-    """Score day `day` and publish `<out_root>/dt=<day>` atomically; returns a summary."""
+    """Score day `day` and publish `<out_root>/dt=<day>` atomically; returns a summary.
+
+    The three steps the nightly DAG runs as separate tasks: `stage_day` (score + contract
+    check), `validate_staged` (the Great Expectations suite), `publish_staged`.
+    """
+    staged = stage_day(
+        checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
+        generated_at, max_sessions,
+    )  # fmt: skip
+    try:
+        gx_result = validate_staged(staged["staged"], checkpoint_path, sessions_path)
+    except BaseException:
+        discard_staged(staged["staged"])
+        raise
+    return publish_staged(out_root, day, staged["staged"], {**staged, **gx_result})
+
+
+def stage_day(
+    checkpoint_path: str | Path,
+    sessions_path: str | Path,
+    out_root: str | Path,
+    day: str,
+    k: int = 20,
+    exclude_seen: bool = False,
+    device: str = "auto",
+    batch_size: int = 2048,
+    generated_at: dt.datetime | None = None,
+    max_sessions: int = 200_000,
+) -> dict:
+    """Score day `day` into a new, unreferenced version directory and check the contract
+    (`validate_table`); returns a summary with `staged` (the directory). Nothing is published.
+    """
     from gru4rec import checkpoint as ckpt
     from gru4rec import publish
     from gru4rec.train import resolve_device
@@ -290,40 +324,70 @@ def score_day(
     day_ids = session_ids(dataset)
     scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
     generated_at = generated_at or dt.datetime.now(dt.UTC)
-    partition = f"dt={day}"
     Path(out_root).mkdir(parents=True, exist_ok=True)
-    staged = publish.new_version_dir(out_root, partition)
+    staged = publish.new_version_dir(out_root, f"dt={day}")
     try:
         chunks = iter_session_chunks(dataset, day_ids, max_sessions)
-        stats = scorer.write(chunks, staged / "part-00000.parquet", generated_at)
+        stats = scorer.write(chunks, staged / PART, generated_at)
         check = validate_table(
-            staged / "part-00000.parquet",
-            day_ids,
-            set(loaded.item_map.ids.astype(str)),
-            scorer.k,
+            staged / PART, day_ids, set(loaded.item_map.ids.astype(str)), scorer.k
         )
-        # The Great Expectations suite (jobs/quality.py), shared with the DAG; its result is
-        # kept beside the data (`_validation.json`: readers skip names starting with "_").
-        from jobs.quality import validate_recommendations_file
-
-        gx_result = validate_recommendations_file(
-            staged / "part-00000.parquet",
-            day_ids,
-            loaded.item_map.ids.astype(str),
-            scorer.k,
-        )
-        (staged / "_validation.json").write_text(json.dumps(gx_result["results"], default=str))
-        if not gx_result["success"]:
-            raise ValidationError(
-                f"Great Expectations suite 'recommendations' failed: {gx_result['failed']}"
-            )
-        check["great_expectations"] = "passed"
+        (staged / "_k").write_text(str(scorer.k))
     except BaseException:
-        import shutil
-
-        shutil.rmtree(staged, ignore_errors=True)
+        discard_staged(staged)
         raise
-    link = publish.publish(out_root, partition, staged)
-    summary = {**dataclasses.asdict(stats), **check, "model_version": version, "path": str(link)}
+    summary = {
+        **dataclasses.asdict(stats),
+        **check,
+        "model_version": version,
+        "staged": str(staged),
+    }
+    log.info("scored %s into %s: %s", day, staged, summary)
+    return summary
+
+
+def validate_staged(
+    staged: str | Path, checkpoint_path: str | Path, sessions_path: str | Path, store=None
+) -> dict:
+    """The Great Expectations suite `recommendations` (jobs/quality.py) on a staged table.
+
+    Its result is kept beside the data (`_validation.json`: readers skip names starting with
+    "_") and, with a `jobs.quality.QualityStore`, in the day's results and Data Docs. Raises
+    ValidationError naming the failing expectations.
+    """
+    from gru4rec import checkpoint as ckpt
+    from jobs.quality import validate_recommendations_file
+
+    staged = Path(staged)
+    loaded = ckpt.Checkpoint(checkpoint_path)
+    day_ids = session_ids(open_sessions(sessions_path))
+    k = int((staged / "_k").read_text())
+    gx_result = validate_recommendations_file(
+        staged / PART, day_ids, loaded.item_map.ids.astype(str), k, store=store
+    )
+    (staged / "_validation.json").write_text(json.dumps(gx_result["results"], default=str))
+    if not gx_result["success"]:
+        raise ValidationError(
+            f"Great Expectations suite 'recommendations' failed: {gx_result['failed']}"
+        )
+    return {"great_expectations": "passed"}
+
+
+def publish_staged(out_root: str | Path, day: str, staged: str | Path, summary: dict) -> dict:
+    """Point `<out_root>/dt=<day>` at the validated `staged` version (one atomic rename)."""
+    from gru4rec import publish
+
+    staged = Path(staged)
+    if not (staged / "_validation.json").exists():
+        raise ValidationError(f"{staged} was not validated: expected _validation.json beside it")
+    link = publish.publish(out_root, f"dt={day}", staged)
+    summary = {**summary, "path": str(link)}
+    summary.pop("staged", None)
     log.info("published %s: %s", link, summary)
     return summary
+
+
+def discard_staged(staged: str | Path) -> None:
+    import shutil
+
+    shutil.rmtree(staged, ignore_errors=True)
