@@ -333,15 +333,12 @@ def stage_day(
             staged / PART, day_ids, set(loaded.item_map.ids.astype(str)), scorer.k
         )
         (staged / "_k").write_text(str(scorer.k))
+        summary = {**dataclasses.asdict(stats), **check, "model_version": version}
+        (staged / "_summary.json").write_text(json.dumps(summary, default=str))
     except BaseException:
         discard_staged(staged)
         raise
-    summary = {
-        **dataclasses.asdict(stats),
-        **check,
-        "model_version": version,
-        "staged": str(staged),
-    }
+    summary["staged"] = str(staged)
     log.info("scored %s into %s: %s", day, staged, summary)
     return summary
 

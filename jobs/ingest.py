@@ -294,7 +294,12 @@ def run_ingest(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.ingest", __doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="raw file, directory or glob")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="raw file, directory or glob; '{ds}' in it stands for the date (one delivery a "
+        "day, e.g. raw/dt={ds}/), and then --date is required",
+    )
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), help="column mapping of a known source"
     )
@@ -302,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--date", type=parse_date, help="ingest exactly this UTC date")
     parser.add_argument("--start", type=parse_date, help="first date of the range (with --end)")
     parser.add_argument("--end", type=parse_date, help="last date of the range (inclusive)")
+    parser.add_argument(
+        "--catch-up-days",
+        type=int,
+        default=0,
+        help="with a '{ds}' input: also ingest each of the N-1 days before --date that was "
+        "never ingested and has a delivery (a first run fills its training window)",
+    )
     group = parser.add_argument_group("mapping overrides (win over --preset and --mapping)")
     group.add_argument("--format", choices=["csv", "parquet"])
     group.add_argument("--sep", help="CSV field separator, e.g. ',' or '\\t'")
@@ -342,8 +354,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_ts=args.max_ts,
     )
     spark = get_spark("ingest", args.master, dict(args.conf))
-    run_ingest(spark, args.input, Lake(args.lake), mapping, start, end)
+    lake = Lake(args.lake)
+    if DATE_TOKEN not in args.input:
+        run_ingest(spark, args.input, lake, mapping, start, end)
+        return 0
+    if not args.date:
+        parser.error(f"an --input with {DATE_TOKEN} needs --date")
+    days = catch_up_days(FS(spark), lake, args.input, args.date, args.catch_up_days)
+    for day in [*days, args.date]:
+        run_ingest(spark, delivery(args.input, day), lake, mapping, day, day)
     return 0
+
+
+DATE_TOKEN = "{ds}"
+
+
+def delivery(template: str, day: dt.date) -> str:
+    """The raw path of `day`'s delivery (`{ds}` replaced by YYYY-MM-DD)."""
+    return template.replace(DATE_TOKEN, str(day))
+
+
+def catch_up_days(fs: FS, lake: Lake, template: str, day: dt.date, n: int) -> list[dt.date]:
+    """Days of the n-day window before `day` never ingested (no events and no quarantine
+    partition) whose delivery exists, oldest first."""
+    out = []
+    for i in range(n - 1, 0, -1):
+        d = day - dt.timedelta(days=i)
+        done = fs.exists(f"{lake.events}/dt={d}") or fs.exists(f"{lake.quarantine}/dt={d}")
+        if not done and fs.exists(delivery(template, d)):
+            out.append(d)
+    if out:
+        log.info("catching up %d never-ingested days: %s", len(out), ", ".join(map(str, out)))
+    return out
 
 
 if __name__ == "__main__":

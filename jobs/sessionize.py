@@ -186,6 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--until", type=parse_date, help="also sessionize every day up to this one (backfill)"
     )
+    parser.add_argument(
+        "--catch-up-days",
+        type=int,
+        default=0,
+        help="also sessionize each of the N-1 days before --date that has events but no "
+        "sessions yet (a first run fills its training window)",
+    )
     parser.add_argument("--gap-seconds", type=int, default=1800, help="inactivity gap")
     parser.add_argument(
         "--lookback-days", type=int, default=1, help="days read before --date for continuity"
@@ -206,16 +213,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lookback_days < 0:
         parser.error("--lookback-days must be >= 0")
     spark = get_spark("sessionize", args.master, dict(args.conf))
-    run_sessionize(
-        spark,
-        Lake(args.lake),
-        args.date,
-        gap_seconds=args.gap_seconds,
-        lookback_days=args.lookback_days,
-        remove_repeats=not args.keep_repeats,
-        max_events_per_user_day=args.max_events_per_user_day or None,
-        last_day=args.until,
-    )
+    lake = Lake(args.lake)
+    fs = FS(spark)
+    catch_up = []
+    for i in range(args.catch_up_days - 1, 0, -1):
+        d = args.date - dt.timedelta(days=i)
+        if fs.exists(f"{lake.events}/dt={d}") and not fs.exists(f"{lake.sessions}/dt={d}"):
+            catch_up.append(d)
+    if catch_up:
+        log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
+    for first, last in [*((d, d) for d in catch_up), (args.date, args.until)]:
+        run_sessionize(
+            spark,
+            lake,
+            first,
+            gap_seconds=args.gap_seconds,
+            lookback_days=args.lookback_days,
+            remove_repeats=not args.keep_repeats,
+            max_events_per_user_day=args.max_events_per_user_day or None,
+            last_day=last,
+        )
     return 0
 
 

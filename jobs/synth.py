@@ -142,6 +142,28 @@ def write_csv(table: pa.Table, path: str) -> None:
     pacsv.write_csv(table, path, pacsv.WriteOptions(include_header=True))
 
 
+def write_daily_csv(table: pa.Table, root: str) -> list[str]:
+    """Write the clickstream as one delivery a day, `root/dt=YYYY-MM-DD/clicks.csv`, as a
+    nightly feed arrives. A dirty row (bad or zero timestamp) travels with its neighbours in
+    log order. Returns the dates written."""
+    import os
+
+    raw = table["timestamp"].to_numpy(zero_copy_only=False).astype(object)
+    ms = np.array([int(v) if str(v).isdigit() else 0 for v in raw], dtype=np.int64)
+    day = np.where(ms > 0, ms // 86_400_000, -1)
+    valid = np.flatnonzero(day >= 0)
+    fill = np.maximum.accumulate(np.where(day >= 0, np.arange(day.size), -1))
+    fill[fill < 0] = valid[0] if valid.size else 0
+    day = day[fill]
+    dates = []
+    for d in np.unique(day):
+        date = str(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)))
+        os.makedirs(os.path.join(root, f"dt={date}"), exist_ok=True)
+        write_csv(table.filter(pa.array(day == d)), os.path.join(root, f"dt={date}", "clicks.csv"))
+        dates.append(date)
+    return dates
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.synth",
@@ -149,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = SynthConfig()
-    parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--out", required=True, help="CSV file to write (a directory: --daily)")
+    parser.add_argument(
+        "--daily", action="store_true", help="one delivery a day: OUT/dt=D/clicks.csv"
+    )
     parser.add_argument("--events", type=int, default=d.events)
     parser.add_argument("--items", type=int, default=d.items)
     parser.add_argument("--days", type=int, default=d.days)
@@ -163,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         events=args.events, items=args.items, days=args.days, start=args.start, seed=args.seed
     )
     table = generate(cfg)
-    write_csv(table, args.out)
+    if args.daily:
+        write_daily_csv(table, args.out)
+    else:
+        write_csv(table, args.out)
     log.info("wrote %d rows to %s", table.num_rows, args.out)
     return 0
 

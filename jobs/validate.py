@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -220,6 +221,22 @@ def run_validate(
     return out
 
 
+def catch_up_days(
+    fs: FS, lake: Lake, dataset: str, day: dt.date, n: int, quality_root: str
+) -> list[dt.date]:
+    """Earlier days of the window with data of `dataset` but no result of its suite yet."""
+    root = {"raw_events": lake.events, "sessions": lake.sessions}.get(dataset)
+    out = []
+    for i in range(n - 1, 0, -1) if root else ():
+        d = day - dt.timedelta(days=i)
+        done = os.path.exists(f"{quality_root}/dt={d}/{dataset}.json")
+        if not done and fs.exists(f"{root}/dt={d}"):
+            out.append(d)
+    if out:
+        log.info("also validating %s of %s", dataset, ", ".join(map(str, out)))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.validate", __doc__.splitlines()[0])
     parser.add_argument("dataset", choices=DATASETS)
@@ -231,9 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--thresholds", default="{}", help="JSON object overriding quality.Thresholds fields"
     )
     parser.add_argument(
-        "--also-dates",
-        default="",
-        help="comma-separated earlier dates to validate too (days ingested by catch-up)",
+        "--catch-up-days",
+        type=int,
+        default=0,
+        help="also validate each of the N-1 days before --date whose data exists but has no "
+        "result yet (days a first run ingested or sessionized to fill its window)",
     )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -242,10 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     thresholds = quality.Thresholds.from_dict(json.loads(args.thresholds))
     quality_root = args.quality_root or Lake(args.lake).path("quality")
     spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
-    days = [dt.date.fromisoformat(d) for d in args.also_dates.split(",") if d.strip()]
+    lake = Lake(args.lake)
+    days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days, quality_root)
     results = []
     for day in [*days, args.date]:
-        results += run_validate(spark, Lake(args.lake), args.dataset, day, quality_root, thresholds)
+        results += run_validate(spark, lake, args.dataset, day, quality_root, thresholds)
         from jobs.report import write_run_report
 
         write_run_report(args.lake, quality_root, str(day))
