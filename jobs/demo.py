@@ -1,23 +1,25 @@
-"""Demo: generate a deterministic synthetic clickstream, run every Spark job on it, then train
-and evaluate GRU4Rec (with baselines) on the datasets the jobs wrote."""
+"""Demo: the whole nightly DAG on the embedded default (SQLite Airflow, local Spark, CPU torch,
+local files) on a generated clickstream: a deterministic synthetic feed, one delivery a day.
+
+It writes the deliveries to <root>/lake/raw/dt=D/, prepares Airflow's metadata DB under
+<root>/airflow, runs `airflow dags test gru4rec_nightly` for the night after the last day (the
+first run fills its training window from the deliveries), and prints where the
+recommendations, the Data Docs and the run report are. Deterministic and idempotent: a rerun
+replaces the same outputs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
-import logging
 import os
+import sys
 import time
+from pathlib import Path
 
-from jobs.build_datasets import DatasetConfig
-from jobs.common.lake import Lake
-from jobs.common.spark import get_spark
-from jobs.run_all import run_all
-from jobs.sources import PRESETS
-from jobs.synth import SynthConfig, generate, write_csv
-
-log = logging.getLogger("jobs.demo")
+from jobs.embedded import airflow_env, dags_test, prepare
+from jobs.synth import SynthConfig, generate, write_daily_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,68 +28,71 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--root", default="var/demo", help="where the raw data and lake go")
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--epochs", type=int, default=2, help="GRU4Rec epochs (0: skip)")
+    parser.add_argument("--root", default="var/demo", help="where the lake and Airflow go")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2, help="GRU4Rec epochs")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     t0 = time.monotonic()
+    root = Path(args.root).resolve()
+    lake = root / "lake"
     cfg = SynthConfig(events=args.events, days=args.days, start=dt.date(2026, 1, 1))
-    raw = os.path.join(args.root, "raw", "clicks.csv")
-    os.makedirs(os.path.dirname(raw), exist_ok=True)
-    write_csv(generate(cfg), raw)
-    lake = Lake(os.path.join(args.root, "lake"))
-    last = cfg.start + dt.timedelta(days=cfg.days - 1)
-    spark = get_spark("demo")
-    result = run_all(
-        spark, raw, lake, PRESETS["synthetic"], last, DatasetConfig(window_days=cfg.days)
-    )
-    print(f"\nSpark jobs finished in {time.monotonic() - t0:.0f} s. Outputs under {lake.root}:")
-    print(
-        f"  events      {lake.events}  ({result['ingest']['events_out']} events, "
-        f"{result['ingest']['quarantined_total']} quarantined, "
-        f"{result['ingest']['duplicates_dropped']} duplicates dropped)"
-    )
-    print(
-        f"  quarantine  {lake.quarantine}  by reason: {json.dumps(result['ingest']['quarantined'])}"
-    )
-    print(f"  sessions    {lake.sessions}  ({result['sessionize']['sessions_out']} sessions)")
-    splits = result["build_datasets"]["splits"]
-    print(
-        f"  datasets    {lake.datasets(str(last))}  (train {splits['train']['events']} events, "
-        f"test {splits['test']['events']} events)"
-    )
-    print(
-        f"  items       {lake.datasets(str(last))}/items  ({result['popularity']['items']} items)"
-    )
-    print("  summaries   */_summaries/*.json")
-    if args.epochs <= 0:
-        return 0
-    spark.stop()
-    from gru4rec.cli import main as gru4rec_main
-
-    run = lake.datasets(str(last))
-    model_dir = os.path.join(lake.root, "models", f"run={last}")
-    code = gru4rec_main(
-        ["train", "--train", f"{run}/train", "--test", f"{run}/test", "--params", "rsc15",
-         "--set", f"n_epochs={args.epochs}", "--out", model_dir]
-    )  # fmt: skip
-    if code != 0:
-        return code
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    best = max(metrics["baselines"].items(), key=lambda kv: kv[1]["recall@20"])
-    print(
-        f"  model       {model_dir}  (GRU4Rec recall@20 {metrics['recall@20']:.4f}, "
-        f"mrr@20 {metrics['mrr@20']:.4f}; best baseline {best[0]} recall@20 "
-        f"{best[1]['recall@20']:.4f}; report: {model_dir}/report.html)"
-    )
-    print(f"\nDemo finished in {time.monotonic() - t0:.0f} s.")
+    dates = write_daily_csv(generate(cfg), str(lake / "raw"))
+    last = dt.date.fromisoformat(dates[-1])
+    print(f"demo: {args.events} synthetic events, deliveries {dates[0]} .. {dates[-1]} "
+          f"in {lake / 'raw'}", flush=True)  # fmt: skip
+    env = airflow_env(root / "airflow", lake)
+    log = root / "airflow.log"
+    log.unlink(missing_ok=True)
+    prepare(env, log)
+    logical = str(last + dt.timedelta(days=1))  # the night after the last day processes it
+    conf = {"epochs": args.epochs, "window_days": args.days}
+    print(f"demo: airflow dags test gru4rec_nightly {logical} -c '{json.dumps(conf)}' "
+          f"(log: {log})", flush=True)  # fmt: skip
+    run = dags_test(env, logical, conf, log)
+    day = str(last)
+    quality = lake / "quality" / f"dt={day}"
+    if run.returncode != 0:
+        failed = [ln for ln in run.stdout.splitlines() if "AirflowFailException" in ln]
+        print(f"demo: the DAG run FAILED (exit {run.returncode}); see {log}", file=sys.stderr)
+        for line in failed[-3:]:
+            print("  " + line.strip()[:400], file=sys.stderr)
+        print(f"  run report: {quality / 'report.html'}", file=sys.stderr)
+        return 1
+    _summary(lake, quality, day, time.monotonic() - t0)
     return 0
 
 
+def _summary(lake: Path, quality: Path, day: str, seconds: float) -> None:
+    import pyarrow.parquet as pq
+
+    recs = lake / "recommendations" / f"dt={day}"
+    table = pq.read_table(recs)
+    promotion = json.loads((quality / "promotion.json").read_text())
+    metrics = json.loads((lake / "models" / f"run={day}" / "metrics.json").read_text())
+    best = max(metrics["baselines"].items(), key=lambda kv: kv[1]["recall@20"])
+    suites = {
+        p.stem: json.loads(p.read_text())["success"]
+        for p in sorted(quality.glob("*.json"))
+        if p.stem in ("raw_events", "sessions", "datasets", "item_index", "recommendations")
+    }
+    print(f"\nDemo finished in {seconds:.0f} s: the nightly DAG ran for {day}.")
+    print(f"  recommendations  {recs}  ({table.num_rows} rows, "
+          f"{len(table.column("session_id").unique())} sessions)")  # fmt: skip
+    print(
+        f"  data quality     {', '.join(f'{k} ' + ('passed' if v else 'FAILED') for k, v in suites.items())}"
+    )  # noqa: E501
+    print(f"  Data Docs        {quality / 'data_docs' / 'index.html'}")
+    print(f"  run report       {quality / 'report.html'}")
+    print(f"  model            {lake / 'models' / f'run={day}'}  (GRU4Rec recall@20 "
+          f"{metrics['recall@20']:.4f}; best baseline {best[0]} {best[1]['recall@20']:.4f}; "
+          f"{promotion['reason']})")  # fmt: skip
+    print("  sample rows:")
+    sample = table.slice(0, 3).to_pandas()
+    for line in sample.to_string(index=False).splitlines():
+        print("    " + line)
+
+
 if __name__ == "__main__":
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     raise SystemExit(main())

@@ -439,6 +439,10 @@ class QualityStore:
         from great_expectations.checkpoint import UpdateDataDocsAction
 
         name = name or suite.name
+        if engine == "spark":
+            # Materialize the derived columns once: GX computes each metric as its own Spark
+            # job, which would otherwise recompute the windows and joins every time.
+            frame = frame.localCheckpoint(eager=True)
         self._forget(name)
         batch = self._batch(engine, name)
         suite = self.context.suites.add_or_update(suite)

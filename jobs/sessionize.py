@@ -222,7 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             catch_up.append(d)
     if catch_up:
         log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
-    for first, last in [*((d, d) for d in catch_up), (args.date, args.until)]:
+    # Consecutive days run as one range (one pass; the same partitions as one run per day).
+    ranges: list[list[dt.date]] = []
+    for d in [*catch_up, args.date]:
+        if ranges and d == ranges[-1][1] + dt.timedelta(days=1):
+            ranges[-1][1] = d
+        else:
+            ranges.append([d, d])
+    if args.until:
+        ranges[-1][1] = args.until
+    for first, last in ranges:
         run_sessionize(
             spark,
             lake,
