@@ -77,11 +77,10 @@ def _summary(lake: Path, quality: Path, day: str, seconds: float) -> None:
         if p.stem in ("raw_events", "sessions", "datasets", "item_index", "recommendations")
     }
     print(f"\nDemo finished in {seconds:.0f} s: the nightly DAG ran for {day}.")
-    print(f"  recommendations  {recs}  ({table.num_rows} rows, "
-          f"{len(table.column("session_id").unique())} sessions)")  # fmt: skip
-    print(
-        f"  data quality     {', '.join(f'{k} ' + ('passed' if v else 'FAILED') for k, v in suites.items())}"
-    )  # noqa: E501
+    n_sessions = len(table.column("session_id").unique())
+    gates = ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in suites.items())
+    print(f"  recommendations  {recs}  ({table.num_rows} rows, {n_sessions} sessions)")
+    print(f"  data quality     {gates}")
     print(f"  Data Docs        {quality / 'data_docs' / 'index.html'}")
     print(f"  run report       {quality / 'report.html'}")
     print(f"  model            {lake / 'models' / f'run={day}'}  (GRU4Rec recall@20 "
