@@ -26,6 +26,9 @@ RECOMMENDATIONS = Asset(name="gru4rec_recommendations", uri=f"{_URI}/recommendat
 SPARK_POOL = os.environ.get("GRU4REC_SPARK_POOL", "spark")
 GPU_POOL = os.environ.get("GRU4REC_GPU_POOL", "gpu")
 GPU_QUEUE = os.environ.get("GRU4REC_GPU_QUEUE", "gpu")
+# KubernetesExecutor: a pod template requesting nvidia.com/gpu for the train task.
+_GPU_TEMPLATE = os.environ.get("GRU4REC_GPU_POD_TEMPLATE")
+TRAIN_EXECUTOR = {"executor_config": {"pod_template_file": _GPU_TEMPLATE}} if _GPU_TEMPLATE else {}
 
 DOC = """
 ### GRU4Rec nightly
@@ -137,7 +140,8 @@ def cmd_master(cmd) -> str:
         timezone="UTC",
         interval=dt.timedelta(days=1),
     ),
-    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    # Early, so backfills of historical data (and tests on old samples) can run; catchup is off.
+    start_date=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     params=_params(),
@@ -188,7 +192,7 @@ def gru4rec_nightly():
     def validate_datasets(**context):
         _run(_night(context).validate_cmd("datasets"))
 
-    @task(pool=GPU_POOL, queue=GPU_QUEUE)
+    @task(pool=GPU_POOL, queue=GPU_QUEUE, **TRAIN_EXECUTOR)
     def train(**context):
         _run(_night(context).train_cmd())
 

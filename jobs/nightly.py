@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 JOBS_DIR = Path(__file__).resolve().parent
+# "2026-01-05 10:00:00,000 ERROR jobs: QualityGateError: ..." (run_main / the gru4rec CLI)
+OUR_ERROR = re.compile(r" ERROR (?:jobs|gru4rec)[\w.]*: ")
 PROJECT_ROOT = JOBS_DIR.parent
 
 
@@ -290,11 +293,14 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
         cwd=PROJECT_ROOT,
     )
     tail: deque[str] = deque(maxlen=40)
+    ours: list[str] = []  # error lines of this project's loggers (Spark logs a lot after them)
 
     def pump_err() -> None:
         for line in proc.stderr:
             line = line.rstrip("\n")
             tail.append(line)
+            if OUR_ERROR.search(line):
+                ours.append(line)
             echo(line)
 
     t = threading.Thread(target=pump_err, daemon=True)
@@ -307,10 +313,10 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
     t.join()
     if rc == 0:
         return "".join(out)
-    errors = [ln for ln in tail if " ERROR " in ln or "Error:" in ln or "error:" in ln]
-    reason = (errors or list(tail)[-3:] or ["no output"])[-1]
+    others = [ln for ln in tail if " ERROR " in ln or "Error" in ln or "error:" in ln]
+    reason = (ours or others or list(tail)[-3:] or ["no output"])[-1]
     # The one-line message after "ERROR <logger>: " is what people need to read.
-    reason = reason.split(" ERROR ", 1)[-1]
+    reason = OUR_ERROR.split(reason, maxsplit=1)[-1] if OUR_ERROR.search(reason) else reason
     if rc == 2:
         raise DataFailure(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])}: {reason}")
     raise InfraFailure(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} exited with {rc}: {reason}")

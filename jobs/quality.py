@@ -162,8 +162,8 @@ def raw_events_suite(t: Thresholds, previous_day_events: int | None = None):
 
 
 def sessions_suite(t: Thresholds):
-    """sessions/dt=D with `_ts_in_day` and, on each session's first row only (null on the
-    others, which GX skips), `_session_length` and `_seq_contiguous`."""
+    """sessions/dt=D with `_ts_not_before_day` and, on each session's first row only (null
+    on the others, which GX skips), `_starts_on_day`, `_session_length`, `_seq_contiguous`."""
     gxe = _gxe()
     return _suite(
         "sessions",
@@ -188,8 +188,14 @@ def sessions_suite(t: Thresholds):
                 column="seq", min_value=0, notes="Positions are 0-based."
             ),
             _true(
-                "_ts_in_day",
-                "A session belongs to the day it starts and keeps only that day's events.",
+                "_starts_on_day",
+                "A session belongs to the day it starts: sessions/dt=D holds sessions whose "
+                "first event is on D (a session spanning midnight is not cut in two).",
+            ),
+            _true(
+                "_ts_not_before_day",
+                "No event of a dt=D session is before D: the lookback must only link, never "
+                "add, earlier events.",
             ),
             gxe.ExpectColumnValuesToBeInSet(
                 column="_seq_contiguous",
@@ -405,6 +411,10 @@ class QualityStore:
         else:
             self.context.add_data_docs_site("local_site", site)
 
+    @staticmethod
+    def results_dir(quality_root: str | os.PathLike, day) -> Path:
+        return Path(quality_root) / f"dt={day}"
+
     @property
     def docs_index(self) -> Path:
         return self.docs_dir / "index.html"
@@ -442,6 +452,11 @@ class QualityStore:
         if engine == "spark":
             # Materialize the derived columns once: GX computes each metric as its own Spark
             # job, which would otherwise recompute the windows and joins every time.
+            # Small days spread over many shuffle partitions make every metric a job of many
+            # tiny tasks: keep about two partitions per core, never more than there were.
+            target = 2 * frame.sparkSession.sparkContext.defaultParallelism
+            if frame.rdd.getNumPartitions() > target:
+                frame = frame.coalesce(target)
             frame = frame.localCheckpoint(eager=True)
         self._forget(name)
         batch = self._batch(engine, name)

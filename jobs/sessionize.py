@@ -222,15 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             catch_up.append(d)
     if catch_up:
         log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
-    # Consecutive days run as one range (one pass; the same partitions as one run per day).
-    ranges: list[list[dt.date]] = []
-    for d in [*catch_up, args.date]:
-        if ranges and d == ranges[-1][1] + dt.timedelta(days=1):
-            ranges[-1][1] = d
-        else:
-            ranges.append([d, d])
-    if args.until:
-        ranges[-1][1] = args.until
+    # One run per day, as the nightly runs do: a range run would keep the events after midnight
+    # of sessions spanning it, which a per-day run never reads, and the partitions would differ.
+    ranges = [(d, d) for d in catch_up] + [(args.date, args.until)]
     for first, last in ranges:
         run_sessionize(
             spark,

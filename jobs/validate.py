@@ -26,6 +26,7 @@ from jobs import quality
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError
 from jobs.common.lake import FS, Lake
+from jobs.common.timeutil import midnight_utc
 
 log = logging.getLogger("jobs.validate")
 
@@ -67,7 +68,8 @@ def raw_events_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[Dat
 
 
 def sessions_frame(spark: SparkSession, lake: Lake, day: dt.date) -> DataFrame:
-    """sessions/dt=D with `_ts_in_day`; `_session_length` and `_seq_contiguous` on seq 0."""
+    """sessions/dt=D with `_ts_not_before_day`; `_starts_on_day`, `_session_length` and
+    `_seq_contiguous` on each session's first row (null on the others)."""
     path = f"{lake.sessions}/dt={day}"
     fs = FS(spark)
     if not fs.exists(path):
@@ -82,7 +84,8 @@ def sessions_frame(spark: SparkSession, lake: Lake, day: dt.date) -> DataFrame:
         "item_id",
         "ts",
         "seq",
-        (F.to_date("ts") == F.lit(day)).alias("_ts_in_day"),
+        (F.col("ts") >= F.lit(midnight_utc(day))).alias("_ts_not_before_day"),
+        F.when(first, F.to_date(F.min("ts").over(per)) == F.lit(day)).alias("_starts_on_day"),
         F.when(first, length).alias("_session_length"),
         F.when(
             first, (F.max("seq").over(per) == length - 1) & (F.min("ts").over(per) == F.col("ts"))
@@ -191,23 +194,32 @@ def run_validate(
     day: dt.date,
     quality_root: str,
     thresholds: quality.Thresholds | None = None,
+    catch_up: Sequence[dt.date] = (),
 ) -> list[dict]:
-    """Run the suite(s) of `dataset` for `day`; returns their summaries (raises nothing)."""
+    """Run the suite(s) of `dataset` for `day`; returns their summaries (raises nothing).
+
+    `catch_up`: earlier days (raw_events, sessions) validated in the same batch as `day`, each
+    row checked against its own day; their result is recorded under each of them too.
+    """
     thresholds = thresholds or quality.Thresholds()
     store = quality.QualityStore(f"{quality_root.rstrip('/')}/dt={day}")
+    days = [*catch_up, day]
     out = []
     if dataset == "raw_events":
-        frame, counts = raw_events_frame(spark, lake, day)
-        res = store.validate(
-            quality.raw_events_suite(thresholds, counts["previous_day_events"]), frame, "spark"
-        )
-        out.append({**res, "counts": counts})
+        parts = [raw_events_frame(spark, lake, d) for d in days]
+        frame = parts[0][0]
+        for f, _ in parts[1:]:
+            frame = frame.unionByName(f)
+        previous = parts[-1][1]["previous_day_events"] if not catch_up else None
+        res = store.validate(quality.raw_events_suite(thresholds, previous), frame, "spark")
+        counts = {str(d): c for d, (_, c) in zip(days, parts, strict=True)}
+        out.append({**res, "counts": counts[str(day)], "days": counts})
     elif dataset == "sessions":
-        out.append(
-            store.validate(
-                quality.sessions_suite(thresholds), sessions_frame(spark, lake, day), "spark"
-            )
-        )
+        frame = sessions_frame(spark, lake, days[0])
+        for d in days[1:]:
+            frame = frame.unionByName(sessions_frame(spark, lake, d))
+        out.append({**store.validate(quality.sessions_suite(thresholds), frame, "spark")})
+        out[-1]["days"] = [str(d) for d in days]
     elif dataset == "datasets":
         frame, counts = datasets_frame(spark, lake, day)
         out.append({**store.validate(quality.datasets_suite(thresholds), frame, "spark"), **counts})
@@ -216,8 +228,15 @@ def run_validate(
     else:
         raise ValueError(f"dataset: expected one of {DATASETS}, found {dataset!r}")
     for res in out:  # keep the counts with the result people read
-        if "counts" in res or "test_coverage" in res:
-            store.write_json(f"{res['suite']}.json", res)
+        store.write_json(f"{res['suite']}.json", res)
+        for d in catch_up:
+            other = quality.QualityStore.results_dir(quality_root, d)
+            other.mkdir(parents=True, exist_ok=True)
+            summary = {k: v for k, v in res.items() if k != "result"}
+            summary["validated_with"] = str(day)
+            summary["data_docs"] = res["data_docs"]
+            path = other / f"{res['suite']}.json"
+            path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return out
 
 
@@ -263,11 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
     lake = Lake(args.lake)
     days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days, quality_root)
-    results = []
-    for day in [*days, args.date]:
-        results += run_validate(spark, lake, args.dataset, day, quality_root, thresholds)
-        from jobs.report import write_run_report
+    results = run_validate(
+        spark, lake, args.dataset, args.date, quality_root, thresholds, catch_up=days
+    )
+    from jobs.report import write_run_report
 
+    for day in [*days, args.date]:
         write_run_report(args.lake, quality_root, str(day))
     quality.raise_if_failed(*results)
     return 0

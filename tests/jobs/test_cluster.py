@@ -165,3 +165,60 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(cluster, shared_d
     )
     items = ds.dataset(lake / "datasets" / "run=2017-12-03" / "items", format="parquet")
     assert items.count_rows() > 0
+
+
+def test_the_dags_spark_tasks_run_on_a_standalone_cluster(cluster, shared_data, tmp_path):
+    """The exact commands the DAG's Spark tasks run (jobs.nightly), pointed at the cluster by
+    params only: ingest, validate_raw, sessionize, validate_sessions, build_datasets,
+    popularity, validate_datasets."""
+    from jobs.nightly import Nightly, run, step_env
+
+    lake = tmp_path / "lake"
+    clicks = pd.read_csv(
+        shared_data / "rsc15_sample" / "yoochoose-clicks-100k_train_full.txt", sep="\t", dtype=str
+    )
+    day = pd.to_datetime(clicks["Time"].astype(float), unit="s").dt.strftime("%Y-%m-%d")
+    for d in ("2014-04-03", "2014-04-04", "2014-04-05"):
+        (lake / "raw" / f"dt={d}").mkdir(parents=True)
+        clicks[day == d].to_csv(lake / "raw" / f"dt={d}" / "clicks.tsv", sep="\t", index=False)
+    night = Nightly.from_params(
+        {
+            "lake": str(lake),
+            "source_preset": "rsc15",
+            "window_days": 3,
+            "spark_master": cluster["url"],
+            "spark_conf": {
+                "spark.driver.host": "127.0.0.1",
+                "spark.executor.memory": "1g",
+                "spark.sql.shuffle.partitions": "4",
+            },
+        },
+        "2014-04-05",
+    )
+    env = {**step_env(night.spark_master), "SPARK_HOME": str(cluster["home"])}
+    lines: list[str] = []
+    steps = [
+        night.ingest_cmd(None),
+        night.validate_cmd("raw_events"),
+        night.sessionize_cmd(),
+        night.validate_cmd("sessions"),
+        night.build_datasets_cmd(),
+        night.popularity_cmd(),
+        night.validate_cmd("datasets"),
+    ]
+    for cmd in steps:
+        assert cmd[cmd.index("--master") + 1] == cluster["url"]
+        run(cmd, env, echo=lines.append)
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster['ui']}/json/", timeout=5) as r:
+        apps = sorted(a["name"] for a in json.load(r)["completedapps"])
+    assert apps == sorted(
+        ["ingest", "validate_raw_events", "sessionize", "validate_sessions", "build_datasets",
+         "popularity", "validate_datasets"]
+    )  # fmt: skip
+    for d in ("2014-04-03", "2014-04-04", "2014-04-05"):
+        res = json.loads((lake / "quality" / f"dt={d}" / "raw_events.json").read_text())
+        assert res["success"], res["failed"]
+    for suite in ("sessions", "datasets", "item_index"):
+        res = json.loads((lake / "quality" / "dt=2014-04-05" / f"{suite}.json").read_text())
+        assert res["success"], (suite, res["failed"])
+    assert (lake / "datasets" / "run=2014-04-05" / "items").is_dir()

@@ -1,0 +1,208 @@
+"""The whole nightly DAG with `airflow dags test` on a real sample (RSC15 clicks from
+../shared/data, split into one delivery a day in a temporary lake), on the embedded default:
+a real SQLite metadata DB, spark-submit to local Spark, CPU torch, real GX suites.
+
+The sequence, run once for the module: night of 2014-04-07 (processes 04-06; a first run fills
+its 4-day window), night of 04-08 (processes 04-07, promotion gate against the live model),
+a rerun of the first night, then a corrupted delivery for 04-08 that must stop at the quality
+gate and publish nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.embedded import airflow_env, dags_test, prepare
+
+pytestmark = pytest.mark.slow
+
+RSC15 = ("yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt")
+CONF = {"source_preset": "rsc15", "window_days": 4, "test_days": 1, "epochs": 1}
+D1, D2, D3 = "2014-04-06", "2014-04-07", "2014-04-08"
+SCHEMA = {
+    "session_id": "string",
+    "user_id": "string",
+    "rank": "int32",
+    "item_id": "string",
+    "score": "float",
+    "strategy": "string",
+    "model_version": "string",
+    "generated_at": "timestamp[us, tz=UTC]",
+}
+
+
+def _deliveries(shared_data: Path, raw: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(shared_data / "rsc15_sample" / f, sep="\t", dtype=str) for f in RSC15]
+    clicks = pd.concat(frames, ignore_index=True)
+    day = pd.to_datetime(clicks["Time"].astype(float), unit="s").dt.strftime("%Y-%m-%d")
+    for d, rows in clicks.groupby(day):
+        (raw / f"dt={d}").mkdir(parents=True)
+        rows.to_csv(raw / f"dt={d}" / "clicks.tsv", sep="\t", index=False)
+    return clicks.assign(day=day)
+
+
+def _tree_digest(path: Path) -> dict:
+    """Content hash of every file under `path` (following the published symlink)."""
+    path = path.resolve()
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _recs(lake: Path, day: str) -> pd.DataFrame:
+    return pd.read_parquet(lake / "recommendations" / f"dt={day}")
+
+
+@pytest.fixture(scope="module")
+def nightly(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("nightly")
+    lake = root / "lake"
+    clicks = _deliveries(shared_data, lake / "raw")
+    env = airflow_env(root / "airflow", lake)
+    log = root / "airflow.log"
+    prepare(env, log)
+    state: dict = {"root": root, "lake": lake, "clicks": clicks, "log": log}
+
+    first = dags_test(env, "2014-04-07", CONF, log)
+    state["first"] = first
+    state["d1_link"] = os.readlink(lake / "recommendations" / f"dt={D1}")
+    state["d1_recs"] = _recs(lake, D1)
+
+    second = dags_test(env, "2014-04-08", CONF, log)
+    state["second"] = second
+    state["d2_digest"] = _tree_digest(lake / "recommendations" / f"dt={D2}")
+    state["d2_link"] = os.readlink(lake / "recommendations" / f"dt={D2}")
+    state["d2_model"] = _tree_digest(lake / "models" / f"run={D2}")
+    state["d2_sessions"] = _tree_digest(lake / "sessions" / f"dt={D2}")
+    state["live_after_second"] = json.loads((lake / "models" / "live.json").read_text())
+
+    rerun = dags_test(env, "2014-04-07", CONF, log)
+    state["rerun"] = rerun
+
+    # A corrupted delivery for 04-08: 04-07's clicks a day later, 80% of the timestamps broken.
+    bad = clicks[clicks["day"] == D2].drop(columns="day").copy()
+    bad["Time"] = (bad["Time"].astype(float) + 86400).map(lambda t: f"{t:.3f}")
+    rng = np.random.default_rng(0)
+    broken = rng.random(len(bad)) < 0.8
+    bad.loc[broken, "Time"] = "2014-04-08 not a time"
+    target = lake / "raw" / f"dt={D3}"
+    for f in target.glob("*"):
+        f.unlink()
+    bad.to_csv(target / "clicks.tsv", sep="\t", index=False)
+    state["before_corrupt"] = {
+        d: _tree_digest(lake / "recommendations" / f"dt={d}") for d in (D1, D2)
+    }
+    state["corrupt"] = dags_test(env, "2014-04-09", CONF, log)
+    return state
+
+
+def _check_ok(run, log: Path) -> None:
+    assert run.returncode == 0, f"DAG run failed; see {log}:\n" + run.stdout[-4000:]
+
+
+def test_first_night_publishes_valid_recommendations(nightly):
+    _check_ok(nightly["first"], nightly["log"])
+    lake = nightly["lake"]
+    part = lake / "recommendations" / f"dt={D1}"
+    # Read back by independent readers, exactly the published schema.
+    table = ds.dataset(part, format="parquet").to_table()
+    assert {f.name: str(f.type) for f in table.schema} == SCHEMA
+    recs = table.to_pandas()
+    sessions = pd.read_parquet(lake / "sessions" / f"dt={D1}")
+    assert set(recs["session_id"]) == set(sessions["session_id"])
+    assert (recs.groupby("session_id")["rank"].apply(list) == [list(range(1, 21))]).all()
+    n = duckdb.sql(f"select count(*) from read_parquet('{part}/*.parquet')").fetchone()[0]
+    assert n == 20 * sessions["session_id"].nunique()
+    # Items come from the model's index; scores never rise with rank.
+    items = set(pd.read_parquet(lake / "datasets" / f"run={D1}" / "items")["item_id"])
+    assert set(recs["item_id"]) <= items
+    assert (recs.groupby("session_id")["score"].diff().dropna() <= 0).all()
+    # The quality gates all ran and passed; reports exist.
+    q = lake / "quality" / f"dt={D1}"
+    for suite in ("raw_events", "sessions", "datasets", "item_index", "recommendations"):
+        assert json.loads((q / f"{suite}.json").read_text())["success"], suite
+    assert (q / "data_docs" / "index.html").exists()
+    report = (q / "report.html").read_text()
+    assert "Recall@20" in report and "promoted" in report and "data_docs/index.html" in report
+    # The first run filled its window: the earlier days were ingested and validated too.
+    for d in ("2014-04-03", "2014-04-04", "2014-04-05"):
+        assert (lake / "sessions" / f"dt={d}").is_dir()
+        assert json.loads((lake / "quality" / f"dt={d}" / "raw_events.json").read_text())["success"]
+
+
+def test_second_night_passes_the_promotion_gate_against_the_live_model(nightly):
+    _check_ok(nightly["second"], nightly["log"])
+    lake = nightly["lake"]
+    decision = json.loads((lake / "models" / f"run={D2}" / "promotion.json").read_text())
+    assert decision["incumbent"] == f"run={D1}"
+    cmp = decision["comparison"]
+    assert cmp["common_item_events"] > 0
+    assert 0 < cmp["incumbent"]["recall@20"] <= 1 and 0 < cmp["candidate"]["recall@20"] <= 1
+    floor = cmp["incumbent"]["recall@20"] * (1 - 0.05)
+    assert decision["promoted"] == (cmp["candidate"]["recall@20"] >= floor)
+    assert nightly["live_after_second"]["date"] == D2
+    assert nightly["live_after_second"]["serving_model"] == decision["serving_model"]
+    # The day's recommendations come from the serving model's index.
+    served = pd.read_parquet(lake / "models" / decision["serving_model"] / "items.parquet")
+    assert set(_recs(lake, D2)["item_id"]) <= set(served["item_id"])
+
+
+def test_rerun_of_the_first_night_changes_nothing_else(nightly):
+    _check_ok(nightly["rerun"], nightly["log"])
+    lake = nightly["lake"]
+    # The later date is untouched: same published version, same files, same model, same
+    # sessions, and the live pointer stays on it.
+    assert os.readlink(lake / "recommendations" / f"dt={D2}") == nightly["d2_link"]
+    assert _tree_digest(lake / "recommendations" / f"dt={D2}") == nightly["d2_digest"]
+    assert _tree_digest(lake / "models" / f"run={D2}") == nightly["d2_model"]
+    assert _tree_digest(lake / "sessions" / f"dt={D2}") == nightly["d2_sessions"]
+    live = json.loads((lake / "models" / "live.json").read_text())
+    assert (
+        live["date"] == D2
+        and live["serving_model"] == nightly["live_after_second"]["serving_model"]
+    )
+    # The rerun date itself was republished (a new version) with the same recommendations.
+    assert os.readlink(lake / "recommendations" / f"dt={D1}") != nightly["d1_link"]
+    cols = ["session_id", "rank", "item_id", "score", "strategy"]
+    pd.testing.assert_frame_equal(_recs(lake, D1)[cols], nightly["d1_recs"][cols])
+    # One version per date is kept.
+    assert len(list((lake / "recommendations" / "_versions" / f"dt={D1}").iterdir())) == 1
+
+
+def test_corrupted_day_stops_at_the_quality_gate_and_publishes_nothing(nightly):
+    run, lake = nightly["corrupt"], nightly["lake"]
+    assert run.returncode != 0
+    # It failed at validate_raw, without retries, naming the failing expectation.
+    assert re.search(r"validate_raw.*failed|failed.*validate_raw", run.stdout, re.S)
+    assert "expect_column_max_to_be_between(_quarantine_share)" in run.stdout
+    assert "try_number=2" not in run.stdout.split("validate_raw", 1)[1][:20000]
+    assert not (lake / "recommendations" / f"dt={D3}").exists()
+    assert not (lake / "sessions" / f"dt={D3}").exists()
+    for d in (D1, D2):
+        assert _tree_digest(lake / "recommendations" / f"dt={d}") == nightly["before_corrupt"][d]
+    # The quarantine holds the broken rows with their reason.
+    quarantine = pq.read_table(lake / "quarantine" / f"dt={D3}").to_pandas()
+    assert (quarantine["reason"] == "unparseable_ts").sum() > 0.7 * len(quarantine)
+    # The result and the Data Docs show the failing expectation.
+    q = lake / "quality" / f"dt={D3}"
+    result = json.loads((q / "raw_events.json").read_text())
+    assert not result["success"]
+    assert any("_quarantine_share" in f for f in result["failed"])
+    pages = list((q / "data_docs" / "validations" / "raw_events").rglob("*.html"))
+    assert pages, "no Data Docs page for the failed validation"
+    page = pages[0].read_text()
+    assert "_quarantine_share" in page and "Failed" in page
+    assert "FAILED" in (q / "report.html").read_text()

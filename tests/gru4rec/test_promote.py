@@ -1,0 +1,84 @@
+"""The promotion gate's decision, its records, and the live pointer that never moves back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gru4rec import promote
+
+
+def test_decide_margin_is_relative():
+    assert promote.decide(0.30, None, 0.05)[0]
+    assert promote.decide(0.4751, 0.5, 0.05)[0]  # floor 0.475
+    promoted, reason = promote.decide(0.4749, 0.5, 0.05)
+    assert not promoted and "0.4749" in reason and "0.5000" in reason and "5%" in reason
+    assert promote.decide(0.5, 0.5, 0.0)[0]
+    assert not promote.decide(0.4999, 0.5, 0.0)[0]
+
+
+def _model(root, day, serving=None):
+    d = root / f"run={day}"
+    d.mkdir(parents=True)
+    (d / "model.pt").write_bytes(b"x")
+    if serving:
+        (d / "promotion.json").write_text(json.dumps({"serving_model": serving}))
+    return d
+
+
+def test_gate_keeps_the_live_model_when_tonight_is_worse(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    _model(models, "2026-01-01", serving="run=2026-01-01")
+    _model(models, "2026-01-02")
+    calls = []
+
+    def fake_compare(candidate, incumbent, test, device):
+        calls.append((candidate.name, incumbent.name))
+        return {
+            "common_item_events": 100,
+            "candidate": {"recall@20": 0.40},
+            "incumbent": {"recall@20": 0.50},
+        }
+
+    monkeypatch.setattr(promote, "compare", fake_compare)
+    record = promote.gate(models, "2026-01-02", tmp_path / "test", margin=0.05)
+    assert calls == [("run=2026-01-02", "run=2026-01-01")]
+    assert not record["promoted"] and record["serving_model"] == "run=2026-01-01"
+    assert "worse than the live model" in record["reason"]
+    saved = json.loads((models / "run=2026-01-02" / "promotion.json").read_text())
+    assert saved["serving_model"] == "run=2026-01-01" and saved["incumbent"] == "run=2026-01-01"
+    live = json.loads((models / "live.json").read_text())
+    assert live == {k: saved[k] for k in ("date", "serving_model", "decided_at")}
+
+    # The next night's incumbent is what served the 2nd (still the 1st's model).
+    _model(models, "2026-01-03")
+    assert promote.incumbent_for(models, "2026-01-03") == "run=2026-01-01"
+
+    # A backfill of an older date decides for itself but never moves live.json back.
+    _model(models, "2025-12-31")
+    old = promote.gate(models, "2025-12-31", tmp_path / "test")
+    assert old["promoted"] and old["reason"] == "no live model yet" and not old["live_updated"]
+    assert json.loads((models / "live.json").read_text())["date"] == "2026-01-02"
+
+
+def test_gate_promotes_within_the_margin_and_skips_vanished_incumbents(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    _model(models, "2026-01-01", serving="run=2026-01-01")
+    _model(models, "2026-01-02")
+    monkeypatch.setattr(
+        promote,
+        "compare",
+        lambda *a, **k: {
+            "common_item_events": 10,
+            "candidate": {"recall@20": 0.48},
+            "incumbent": {"recall@20": 0.50},
+        },
+    )
+    record = promote.gate(models, "2026-01-02", tmp_path / "test", margin=0.05)
+    assert record["promoted"] and record["serving_model"] == "run=2026-01-02"
+    (models / "run=2026-01-01" / "model.pt").unlink()
+    _model(models, "2026-01-03")
+    assert promote.incumbent_for(models, "2026-01-03") == "run=2026-01-02"
+    with pytest.raises(Exception, match="margin"):
+        promote.gate(models, "2026-01-03", tmp_path / "test", margin=1.5)
