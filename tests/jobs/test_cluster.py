@@ -44,8 +44,9 @@ def _wait_for_worker(ui_port: int, timeout: float = 120) -> dict:
     raise TimeoutError("the standalone worker did not register with the master")
 
 
-@pytest.fixture
-def cluster(tmp_path):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cluster")
     import pyspark
 
     home = Path(pyspark.__file__).parent
