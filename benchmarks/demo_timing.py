@@ -25,6 +25,11 @@ from jobs.embedded import DAG_ID, airflow, airflow_env  # noqa: E402
 TARGET_SECONDS = 300
 
 
+def _json(text: str):
+    """The JSON list the airflow CLI printed (its log lines come in the same stream)."""
+    return json.loads(text[text.index("[{") : text.rindex("}]") + 2])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="var/demo-bench")
@@ -37,9 +42,9 @@ def main() -> int:
         return code
     root = Path(args.root).resolve()
     env = airflow_env(root / "airflow", root / "lake")
-    runs = json.loads(airflow(["dags", "list-runs", DAG_ID, "-o", "json"], env).stdout)
+    runs = _json(airflow(["dags", "list-runs", DAG_ID, "-o", "json"], env).stdout)
     run_id = max(runs, key=lambda r: r.get("start_date") or "")["run_id"]
-    states = json.loads(
+    states = _json(
         airflow(["tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"], env).stdout
     )
     rows = []

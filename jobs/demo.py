@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--root", default="var/demo", help="where the lake and Airflow go")
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2, help="GRU4Rec epochs")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
@@ -46,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     log.unlink(missing_ok=True)
     prepare(env, log)
     logical = str(last + dt.timedelta(days=1))  # the night after the last day processes it
-    conf = {"epochs": args.epochs, "window_days": args.days}
+    # A few hundred thousand events: four shuffle partitions are plenty on a small machine,
+    # and the driver JVM's quick (C1-only) JIT suits short Spark applications.
+    conf = {
+        "epochs": args.epochs,
+        "window_days": args.days,
+        "spark_conf": {
+            "spark.sql.shuffle.partitions": "4",
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+        },
+    }
     print(f"demo: airflow dags test gru4rec_nightly {logical} -c '{json.dumps(conf)}' "
           f"(log: {log})", flush=True)  # fmt: skip
     run = dags_test(env, logical, conf, log)

@@ -21,7 +21,6 @@ import pytest
 from tests.jobs.reference import sessionize_pd
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -44,9 +43,8 @@ def _wait_for_worker(ui_port: int, timeout: float = 120) -> dict:
     raise TimeoutError("the standalone worker did not register with the master")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("cluster")
+@pytest.fixture
+def cluster(tmp_path):
     import pyspark
 
     home = Path(pyspark.__file__).parent
@@ -118,35 +116,46 @@ def cluster(tmp_path_factory):
 
 
 def test_each_job_through_spark_submit_on_a_standalone_cluster(cluster, shared_data, tmp_path):
+    """The commands come from jobs.nightly, as the DAG's Spark tasks build them, pointed at the
+    cluster by params only; the DAG's datasets quality gate (GX on Spark) runs there too."""
+    from jobs.nightly import Nightly, run
+
     lake = tmp_path / "lake"
     src = shared_data / "taobao_sample" / "UserBehavior.csv"
-    submit = [
-        str(cluster["home"] / "bin" / "spark-submit"),
-        "--master",
-        cluster["url"],
-        "--conf",
-        "spark.executor.memory=1g",
-        "--conf",
-        "spark.driver.host=127.0.0.1",
-        "--conf",
-        "spark.sql.shuffle.partitions=4",
-    ]
-    day = ["--lake", str(lake), "--date", "2017-12-03"]
-    jobs = [
-        ("ingest", ["--input", str(src), "--preset", "taobao", "--lake", str(lake)]),
-        ("sessionize", ["--lake", str(lake), "--date", "2017-11-25", "--until", "2017-12-03"]),
-        ("build_datasets", [*day, "--window-days", "9"]),
-        ("popularity", day),
-    ]
-    for name, args in jobs:
-        cmd = [*submit, str(ROOT / "jobs" / f"{name}.py"), *args]
-        proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
+    night = Nightly.from_params(
+        {
+            "lake": str(lake),
+            "window_days": 9,
+            "spark_master": cluster["url"],
+            "spark_conf": {
+                "spark.executor.memory": "1g",
+                "spark.driver.host": "127.0.0.1",
+                "spark.sql.shuffle.partitions": "4",
+            },
+        },
+        "2017-12-03",
+    )
+    env = {**cluster["env"], "SPARK_SUBMIT": str(cluster["home"] / "bin" / "spark-submit")}
+    week = ["--date", "2017-11-25", "--until", "2017-12-03"]
+    steps = [
+        ("ingest", night.spark_submit("ingest", "--input", str(src), "--preset", "taobao")),
+        ("sessionize", night.spark_submit("sessionize", *week)),
+        ("build_datasets", night.build_datasets_cmd()),
+        ("popularity", night.popularity_cmd()),
+        ("validate_datasets", night.validate_cmd("datasets")),
+    ]  # fmt: skip
+    lines: list[str] = []
+    for name, cmd in steps:
+        assert cmd[:3] == [env["SPARK_SUBMIT"], "--master", cluster["url"]], name
+        run(cmd, env, echo=lines.append)
 
     with urllib.request.urlopen(f"http://127.0.0.1:{cluster['ui']}/json/", timeout=5) as r:
         apps = json.load(r)["completedapps"]
     # Each job really ran as an application on this cluster.
-    assert sorted(a["name"] for a in apps) == sorted(name for name, _ in jobs)
+    assert sorted(a["name"] for a in apps) == sorted(name for name, _ in steps)
+    for suite in ("datasets", "item_index"):
+        res = json.loads((lake / "quality" / "dt=2017-12-03" / f"{suite}.json").read_text())
+        assert res["success"], (suite, res["failed"])
 
     cols = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
     raw = pd.read_csv(src, header=None, names=cols, dtype=str)
@@ -166,60 +175,3 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(cluster, shared_d
     )
     items = ds.dataset(lake / "datasets" / "run=2017-12-03" / "items", format="parquet")
     assert items.count_rows() > 0
-
-
-def test_the_dags_spark_tasks_run_on_a_standalone_cluster(cluster, shared_data, tmp_path):
-    """The exact commands the DAG's Spark tasks run (jobs.nightly), pointed at the cluster by
-    params only: ingest, validate_raw, sessionize, validate_sessions, build_datasets,
-    popularity, validate_datasets."""
-    from jobs.nightly import Nightly, run, step_env
-
-    lake = tmp_path / "lake"
-    clicks = pd.read_csv(
-        shared_data / "rsc15_sample" / "yoochoose-clicks-100k_train_full.txt", sep="\t", dtype=str
-    )
-    day = pd.to_datetime(clicks["Time"].astype(float), unit="s").dt.strftime("%Y-%m-%d")
-    for d in ("2014-04-03", "2014-04-04", "2014-04-05"):
-        (lake / "raw" / f"dt={d}").mkdir(parents=True)
-        clicks[day == d].to_csv(lake / "raw" / f"dt={d}" / "clicks.tsv", sep="\t", index=False)
-    night = Nightly.from_params(
-        {
-            "lake": str(lake),
-            "source_preset": "rsc15",
-            "window_days": 3,
-            "spark_master": cluster["url"],
-            "spark_conf": {
-                "spark.driver.host": "127.0.0.1",
-                "spark.executor.memory": "1g",
-                "spark.sql.shuffle.partitions": "4",
-            },
-        },
-        "2014-04-05",
-    )
-    env = {**step_env(night.spark_master), "SPARK_HOME": str(cluster["home"])}
-    lines: list[str] = []
-    steps = [
-        night.ingest_cmd(None),
-        night.validate_cmd("raw_events"),
-        night.sessionize_cmd(),
-        night.validate_cmd("sessions"),
-        night.build_datasets_cmd(),
-        night.popularity_cmd(),
-        night.validate_cmd("datasets"),
-    ]
-    for cmd in steps:
-        assert cmd[cmd.index("--master") + 1] == cluster["url"]
-        run(cmd, env, echo=lines.append)
-    with urllib.request.urlopen(f"http://127.0.0.1:{cluster['ui']}/json/", timeout=5) as r:
-        apps = sorted(a["name"] for a in json.load(r)["completedapps"])
-    assert apps == sorted(
-        ["ingest", "validate_raw_events", "sessionize", "validate_sessions", "build_datasets",
-         "popularity", "validate_datasets"]
-    )  # fmt: skip
-    for d in ("2014-04-03", "2014-04-04", "2014-04-05"):
-        res = json.loads((lake / "quality" / f"dt={d}" / "raw_events.json").read_text())
-        assert res["success"], res["failed"]
-    for suite in ("sessions", "datasets", "item_index"):
-        res = json.loads((lake / "quality" / "dt=2014-04-05" / f"{suite}.json").read_text())
-        assert res["success"], (suite, res["failed"])
-    assert (lake / "datasets" / "run=2014-04-05" / "items").is_dir()
