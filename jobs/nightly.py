@@ -306,8 +306,10 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
     t = threading.Thread(target=pump_err, daemon=True)
     t.start()
     out = []
-    for line in proc.stdout:
+    for line in proc.stdout:  # spark-submit forwards the Python driver's stderr here
         out.append(line)
+        if OUR_ERROR.search(line):
+            ours.append(line.rstrip("\n"))
         echo(line.rstrip("\n"))
     rc = proc.wait()
     t.join()

@@ -55,7 +55,7 @@ class Thresholds:
     max_session_events: int = 1000
     max_long_session_share: float = 0.001  # share of sessions allowed above max_session_events
     min_multi_event_share: float = 0.05  # sessions with >= 2 events
-    min_test_coverage: float = 0.5  # share of test-window events whose item train knows
+    min_test_coverage: float = 0.25  # share of test-window events whose item train knows
 
     @classmethod
     def from_dict(cls, values: dict | None) -> Thresholds:

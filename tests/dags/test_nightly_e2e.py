@@ -199,6 +199,8 @@ def test_corrupted_day_stops_at_the_quality_gate_and_publishes_nothing(nightly):
     # It failed at validate_raw, without retries, naming the failing expectation.
     assert re.search(r"validate_raw.*failed|failed.*validate_raw", run.stdout, re.S)
     assert "expect_column_max_to_be_between(_quarantine_share)" in run.stdout
+    # The task's failure message itself names it (what the Airflow UI shows).
+    assert re.search(r"AirflowFailException: .*_quarantine_share", run.stdout)
     assert "try_number=2" not in run.stdout.split("validate_raw", 1)[1][:20000]
     assert not (lake / "recommendations" / f"dt={D3}").exists()
     assert not (lake / "sessions" / f"dt={D3}").exists()
