@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine. Each command creates the virtualenv (.venv) if needed.
-#   ./dev.sh demo    run the pipeline on generated demo data (embedded default: local Spark)
+#   ./dev.sh demo    the whole nightly DAG (airflow dags test) on generated data, embedded default
 #   ./dev.sh test    ruff + the whole test suite (what CI runs)
 #   ./dev.sh bench   the Spark jobs benchmark (1M and 10M events; see benchmarks/RESULTS.md)
 set -euo pipefail
