@@ -53,7 +53,7 @@ case "$cmd" in
     exec "$PY" benchmarks/spark_jobs.py "$@"
     ;;
   *)
-    sed -n '2,6p' "$0"
+    sed -n '2,5p' "$0"
     [[ "$cmd" == help ]] || exit 2
     ;;
 esac
