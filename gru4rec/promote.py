@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from jobs.common.errors import ConfigError, NoInputError
+from jobs.common.localfs import write_json_atomic
 
 log = logging.getLogger("gru4rec.promote")
 
@@ -106,12 +106,6 @@ def incumbent_for(models_root: str | Path, day: str) -> str | None:
     return None
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def gate(
     models_root: str | Path,
     day: str,
@@ -155,12 +149,12 @@ def gate(
     live = json.loads(live_path.read_text()) if live_path.exists() else None
     if live is None or live["date"] <= day:
         live_record = {k: record[k] for k in ("date", "serving_model", "decided_at")}
-        _write_json(live_path, live_record)
+        write_json_atomic(live_path, live_record)
         record["live_updated"] = True
     else:
         record["live_updated"] = False
         log.info("backfill of %s: live.json stays on %s's decision", day, live["date"])
-    _write_json(root / candidate / DECISION, record)
+    write_json_atomic(root / candidate / DECISION, record)
     log.info(
         "promotion gate for %s: %s (%s); serving %s",
         day,

@@ -27,7 +27,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError, SchemaError
 from jobs.common.lake import FS, Lake, publish_partitions, staging, write_summary
 from jobs.common.spark import get_spark
-from jobs.common.timeutil import midnight_utc, utc
+from jobs.common.timeutil import days_before, midnight_utc, utc
 from jobs.sources import PRESETS, SourceMapping, load_mapping
 
 log = logging.getLogger("jobs.ingest")
@@ -378,8 +378,7 @@ def catch_up_days(fs: FS, lake: Lake, template: str, day: dt.date, n: int) -> li
     """Days of the n-day window before `day` never ingested (no events and no quarantine
     partition) whose delivery exists, oldest first."""
     out = []
-    for i in range(n - 1, 0, -1):
-        d = day - dt.timedelta(days=i)
+    for d in days_before(day, n):
         done = fs.exists(f"{lake.events}/dt={d}") or fs.exists(f"{lake.quarantine}/dt={d}")
         if not done and fs.exists(delivery(template, d)):
             out.append(d)

@@ -33,6 +33,8 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common.localfs import write_json_atomic
+
 JOBS_DIR = Path(__file__).resolve().parent
 # "2026-01-05 10:00:00,000 ERROR jobs: QualityGateError: ..." (run_main / the gru4rec CLI)
 OUR_ERROR = re.compile(r" ERROR (?:jobs|gru4rec)[\w.]*: ")
@@ -331,17 +333,11 @@ def last_json(stdout: str) -> dict:
 
 
 # -- the Python steps ---------------------------------------------------------------------
+# (heavy imports stay inside the steps: the DAG imports this module while parsing)
 def _report(args) -> None:
     from jobs.report import write_run_report
 
     write_run_report(args.lake, args.quality_root, args.date)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def cmd_evaluate(args) -> int:
@@ -350,7 +346,7 @@ def cmd_evaluate(args) -> int:
     lake = Path(args.lake)
     test = lake / "datasets" / f"run={args.date}" / "test"
     decision = gate(lake / "models", args.date, test, args.margin, args.device)
-    _write_json(Path(args.quality_root) / f"dt={args.date}" / "promotion.json", decision)
+    write_json_atomic(Path(args.quality_root) / f"dt={args.date}" / "promotion.json", decision)
     _report(args)
     print(json.dumps(decision, indent=2, default=str))
     return 0
@@ -378,7 +374,7 @@ def cmd_publish(args) -> int:
     summary = json.loads((staged / "_summary.json").read_text())
     result = publish_staged(Path(args.lake) / "recommendations", args.date, staged, summary)
     result["published_at"] = dt.datetime.now(dt.UTC).isoformat()
-    _write_json(Path(args.quality_root) / f"dt={args.date}" / "publish.json", result)
+    write_json_atomic(Path(args.quality_root) / f"dt={args.date}" / "publish.json", result)
     _report(args)
     print(json.dumps(result, indent=2, default=str))
     return 0

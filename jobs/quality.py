@@ -17,7 +17,6 @@ result as JSON (`quality/dt=D/<suite>.json`) and rebuilds the day's Data Docs si
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.common.errors import PipelineError
+from jobs.common.localfs import write_json_atomic
 
 log = logging.getLogger("jobs.quality")
 
@@ -442,9 +442,12 @@ class QualityStore:
             self.root / "gx" / "uncommitted" / "validations" / suite_name, ignore_errors=True
         )
 
-    def validate(self, suite, frame, engine: str, name: str | None = None) -> dict:
-        """Run `suite` on `frame` (a Spark or pandas DataFrame), keep the result and rebuild
-        the Data Docs; returns {"suite", "success", "failed", "statistics", ...}."""
+    def validate(
+        self, suite, frame, engine: str, name: str | None = None, extra: dict | None = None
+    ) -> dict:
+        """Run `suite` on `frame` (a Spark or pandas DataFrame), keep the result (with `extra`,
+        e.g. the counts behind it) and rebuild the Data Docs; returns {"suite", "success",
+        "failed", "statistics", ...}."""
         import great_expectations as gx
         from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -480,9 +483,10 @@ class QualityStore:
             "failed": describe_failures(result),
             "statistics": dict(result.statistics),
             "data_docs": str(self.docs_index),
+            **(extra or {}),
             "result": result.to_json_dict(),
         }
-        self.write_json(f"{name}.json", summary)
+        write_json_atomic(self.root / f"{name}.json", summary)
         log.info(
             "suite %s: %s (%s/%s expectations passed)",
             name,
@@ -491,13 +495,6 @@ class QualityStore:
             summary["statistics"].get("evaluated_expectations"),
         )
         return summary
-
-    def write_json(self, name: str, payload: dict) -> Path:
-        path = self.root / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
 
 
 def raise_if_failed(*summaries: dict) -> None:

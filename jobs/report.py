@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from jobs.common.localfs import write_json_atomic, write_text_atomic
+
 PUBLISH_FIELDS = ("path", "sessions", "rows", "fallback_sessions", "model_version", "published_at")
 SUITES = ("raw_events", "sessions", "datasets", "item_index", "recommendations")
 
@@ -186,13 +188,6 @@ def write_run_report(lake: str, quality_root: str, day: str) -> Path | None:
     if "://" in lake or "://" in quality_root:
         return None
     q = Path(quality_root) / f"dt={day}"
-    q.mkdir(parents=True, exist_ok=True)
     state = run_state(lake, quality_root, day)
-    for name, text in (
-        ("run.json", json.dumps(state, indent=2, default=str) + "\n"),
-        ("report.html", render(state, q)),
-    ):
-        tmp = q / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, q / name)
-    return q / "report.html"
+    write_json_atomic(q / "run.json", state)
+    return write_text_atomic(q / "report.html", render(state, q))

@@ -21,6 +21,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
 from jobs.common.lake import FS, Lake, publish_partitions, staging, write_summary
 from jobs.common.spark import get_spark
+from jobs.common.timeutil import days_before
 
 log = logging.getLogger("jobs.sessionize")
 
@@ -215,11 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = get_spark("sessionize", args.master, dict(args.conf))
     lake = Lake(args.lake)
     fs = FS(spark)
-    catch_up = []
-    for i in range(args.catch_up_days - 1, 0, -1):
-        d = args.date - dt.timedelta(days=i)
-        if fs.exists(f"{lake.events}/dt={d}") and not fs.exists(f"{lake.sessions}/dt={d}"):
-            catch_up.append(d)
+    catch_up = [
+        d
+        for d in days_before(args.date, args.catch_up_days)
+        if fs.exists(f"{lake.events}/dt={d}") and not fs.exists(f"{lake.sessions}/dt={d}")
+    ]
     if catch_up:
         log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
     # One run per day, as the nightly runs do: a range run would keep the events after midnight

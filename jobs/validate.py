@@ -26,7 +26,8 @@ from jobs import quality
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError
 from jobs.common.lake import FS, Lake
-from jobs.common.timeutil import midnight_utc
+from jobs.common.localfs import write_json_atomic
+from jobs.common.timeutil import days_before, midnight_utc
 
 log = logging.getLogger("jobs.validate")
 
@@ -174,7 +175,6 @@ def item_index_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[Dat
                 & (F.col("p.support") == F.col("i.support"))
                 & (F.col("p.item_id") == F.col("i.item_id"))
             ).alias("_support_matches"),
-            F.col("i.support").alias("_s"),
         )
         .withColumn(
             "_weight_ok",
@@ -182,7 +182,6 @@ def item_index_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[Dat
             & (F.abs(F.col("weight") - expected_weight) <= F.lit(1e-9) * F.col("weight")),
         )
         .withColumn("_cdf_step", F.col("cdf") - F.coalesce(F.lag("cdf").over(order), F.lit(0.0)))
-        .drop("_s")
     )
     return frame, n_train_items
 
@@ -211,32 +210,29 @@ def run_validate(
         for f, _ in parts[1:]:
             frame = frame.unionByName(f)
         previous = parts[-1][1]["previous_day_events"] if not catch_up else None
-        res = store.validate(quality.raw_events_suite(thresholds, previous), frame, "spark")
         counts = {str(d): c for d, (_, c) in zip(days, parts, strict=True)}
-        out.append({**res, "counts": counts[str(day)], "days": counts})
+        suite = quality.raw_events_suite(thresholds, previous)
+        extra = {"counts": counts[str(day)], "days": counts}
+        out.append(store.validate(suite, frame, "spark", extra=extra))
     elif dataset == "sessions":
         frame = sessions_frame(spark, lake, days[0])
         for d in days[1:]:
             frame = frame.unionByName(sessions_frame(spark, lake, d))
-        out.append({**store.validate(quality.sessions_suite(thresholds), frame, "spark")})
-        out[-1]["days"] = [str(d) for d in days]
+        extra = {"days": [str(d) for d in days]}
+        out.append(store.validate(quality.sessions_suite(thresholds), frame, "spark", extra=extra))
     elif dataset == "datasets":
         frame, counts = datasets_frame(spark, lake, day)
-        out.append({**store.validate(quality.datasets_suite(thresholds), frame, "spark"), **counts})
+        out.append(store.validate(quality.datasets_suite(thresholds), frame, "spark", extra=counts))
         frame, n_items = item_index_frame(spark, lake, day)
         out.append(store.validate(quality.item_index_suite(thresholds, n_items), frame, "spark"))
     else:
         raise ValueError(f"dataset: expected one of {DATASETS}, found {dataset!r}")
-    for res in out:  # keep the counts with the result people read
-        store.write_json(f"{res['suite']}.json", res)
-        for d in catch_up:
-            other = quality.QualityStore.results_dir(quality_root, d)
-            other.mkdir(parents=True, exist_ok=True)
-            summary = {k: v for k, v in res.items() if k != "result"}
-            summary["validated_with"] = str(day)
-            summary["data_docs"] = res["data_docs"]
-            path = other / f"{res['suite']}.json"
-            path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    for res, d in ((r, d) for r in out for d in catch_up):  # the batch's result, per day
+        summary = {k: v for k, v in res.items() if k != "result"}
+        summary["validated_with"] = str(day)
+        write_json_atomic(
+            quality.QualityStore.results_dir(quality_root, d) / f"{res['suite']}.json", summary
+        )
     return out
 
 
@@ -246,8 +242,7 @@ def catch_up_days(
     """Earlier days of the window with data of `dataset` but no result of its suite yet."""
     root = {"raw_events": lake.events, "sessions": lake.sessions}.get(dataset)
     out = []
-    for i in range(n - 1, 0, -1) if root else ():
-        d = day - dt.timedelta(days=i)
+    for d in days_before(day, n) if root else ():
         done = os.path.exists(f"{quality_root}/dt={d}/{dataset}.json")
         if not done and fs.exists(f"{root}/dt={d}"):
             out.append(d)

@@ -22,6 +22,11 @@ def utc(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+def days_before(day: dt.date, window_days: int) -> list[dt.date]:
+    """The other days of the `window_days`-day window ending on `day`, oldest first."""
+    return [day - dt.timedelta(days=i) for i in range(window_days - 1, 0, -1)]
+
+
 def midnight_utc(day: dt.date) -> dt.datetime:
     """00:00 UTC of `day`, timezone-aware."""
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
