@@ -285,12 +285,12 @@ def score_day(
     The three steps the nightly DAG runs as separate tasks: `stage_day` (score + contract
     check), `validate_staged` (the Great Expectations suite), `publish_staged`.
     """
-    staged = stage_day(
+    staged, item_ids, day_ids = _stage(
         checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
         generated_at, max_sessions,
     )  # fmt: skip
-    try:
-        gx_result = validate_staged(staged["staged"], checkpoint_path, sessions_path)
+    try:  # the model's items and the day's sessions are already in hand: no second read
+        gx_result = _validate(Path(staged["staged"]), item_ids, day_ids)
     except BaseException:
         discard_staged(staged["staged"])
         raise
@@ -312,6 +312,17 @@ def stage_day(
     """Score day `day` into a new, unreferenced version directory and check the contract
     (`validate_table`); returns a summary with `staged` (the directory). Nothing is published.
     """
+    return _stage(
+        checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
+        generated_at, max_sessions,
+    )[0]  # fmt: skip
+
+
+def _stage(
+    checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
+    generated_at, max_sessions,
+) -> tuple[dict, np.ndarray, np.ndarray]:  # fmt: skip
+    """`stage_day`, also returning the model's item ids and the day's session ids."""
     from gru4rec import checkpoint as ckpt
     from gru4rec import publish
     from gru4rec.train import resolve_device
@@ -332,15 +343,14 @@ def stage_day(
         check = validate_table(
             staged / PART, day_ids, set(loaded.item_map.ids.astype(str)), scorer.k
         )
-        (staged / "_k").write_text(str(scorer.k))
-        summary = {**dataclasses.asdict(stats), **check, "model_version": version}
+        summary = {**dataclasses.asdict(stats), **check, "k": scorer.k, "model_version": version}
         (staged / "_summary.json").write_text(json.dumps(summary, default=str))
     except BaseException:
         discard_staged(staged)
         raise
     summary["staged"] = str(staged)
     log.info("scored %s into %s: %s", day, staged, summary)
-    return summary
+    return summary, loaded.item_map.ids.astype(str), day_ids
 
 
 def validate_staged(
@@ -353,15 +363,17 @@ def validate_staged(
     ValidationError naming the failing expectations.
     """
     from gru4rec import checkpoint as ckpt
-    from jobs.quality import validate_recommendations_file
 
-    staged = Path(staged)
     loaded = ckpt.Checkpoint(checkpoint_path)
     day_ids = session_ids(open_sessions(sessions_path))
-    k = int((staged / "_k").read_text())
-    gx_result = validate_recommendations_file(
-        staged / PART, day_ids, loaded.item_map.ids.astype(str), k, store=store
-    )
+    return _validate(Path(staged), loaded.item_map.ids.astype(str), day_ids, store)
+
+
+def _validate(staged: Path, item_ids: np.ndarray, day_ids: np.ndarray, store=None) -> dict:
+    from jobs.quality import validate_recommendations_file
+
+    k = int(json.loads((staged / "_summary.json").read_text())["k"])
+    gx_result = validate_recommendations_file(staged / PART, day_ids, item_ids, k, store=store)
     (staged / "_validation.json").write_text(json.dumps(gx_result["results"], default=str))
     if not gx_result["success"]:
         raise ValidationError(
