@@ -285,9 +285,9 @@ def score_day(
     The three steps the nightly DAG runs as separate tasks: `stage_day` (score + contract
     check), `validate_staged` (the Great Expectations suite), `publish_staged`.
     """
-    staged, item_ids, day_ids = _stage(
+    staged, item_ids, day_ids = stage_day(
         checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
-        generated_at, max_sessions,
+        generated_at, max_sessions, return_ids=True,
     )  # fmt: skip
     try:  # the model's items and the day's sessions are already in hand: no second read
         gx_result = _validate(Path(staged["staged"]), item_ids, day_ids)
@@ -308,21 +308,12 @@ def stage_day(
     batch_size: int = 2048,
     generated_at: dt.datetime | None = None,
     max_sessions: int = 200_000,
-) -> dict:
+    return_ids: bool = False,
+):
     """Score day `day` into a new, unreferenced version directory and check the contract
     (`validate_table`); returns a summary with `staged` (the directory). Nothing is published.
+    `return_ids`: return (summary, the model's item ids, the day's session ids) instead.
     """
-    return _stage(
-        checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
-        generated_at, max_sessions,
-    )[0]  # fmt: skip
-
-
-def _stage(
-    checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
-    generated_at, max_sessions,
-) -> tuple[dict, np.ndarray, np.ndarray]:  # fmt: skip
-    """`stage_day`, also returning the model's item ids and the day's session ids."""
     from gru4rec import checkpoint as ckpt
     from gru4rec import publish
     from gru4rec.train import resolve_device
@@ -350,7 +341,9 @@ def _stage(
         raise
     summary["staged"] = str(staged)
     log.info("scored %s into %s: %s", day, staged, summary)
-    return summary, loaded.item_map.ids.astype(str), day_ids
+    if return_ids:
+        return summary, loaded.item_map.ids.astype(str), day_ids
+    return summary
 
 
 def validate_staged(
