@@ -320,9 +320,8 @@ def item_index_suite(t: Thresholds, n_train_items: int):
 
 def recommendations_suite(k: int, n_sessions: int):
     gxe = _gxe()
-    why = "Downstream systems read every field."
-    exp = [*_not_null(REC_COLUMNS, why)]
-    exp += [
+    exp = [
+        *_not_null(REC_COLUMNS, "Downstream systems read every field."),
         gxe.ExpectTableRowCountToEqual(
             value=n_sessions * k, notes=f"Exactly {k} recommendations per session."
         ),
