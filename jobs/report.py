@@ -28,14 +28,17 @@ def _load(path: Path) -> dict | None:
         return None
 
 
+class _Html(str):
+    """A table cell that is already HTML (everything else is escaped)."""
+
+
+def _cell(c) -> str:
+    return c if isinstance(c, _Html) else html.escape(str(c))
+
+
 def _table(rows: list[tuple], head: tuple) -> str:
     h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{c if str(c).startswith('<') else html.escape(str(c))}</td>" for c in r)
-        + "</tr>"
-        for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
@@ -76,13 +79,13 @@ def render(state: dict, quality_dir: Path) -> str:
             gates.append((suite, "not run", "", ""))
             continue
         st = res.get("statistics", {})
-        status = "PASSED" if res["success"] else "<b class=bad>FAILED</b>"
+        status = "PASSED" if res["success"] else _Html("<b class=bad>FAILED</b>")
         gates.append(
             (
                 suite,
                 status,
                 f"{st.get('successful_expectations')}/{st.get('evaluated_expectations')}",
-                "<br>".join(html.escape(f) for f in res.get("failed", [])) or "-",
+                _Html("<br>".join(html.escape(f) for f in res.get("failed", [])) or "-"),
             )
         )
     parts += ["<h2>Data quality</h2>", _table(gates, ("suite", "status", "passed", "failing"))]
