@@ -40,7 +40,7 @@ shift || true
 case "$cmd" in
   demo)
     ensure_venv
-    exec "$PY" -m jobs.demo "$@"
+    exec "$PY" -m jobs.dev.demo "$@"
     ;;
   test)
     ensure_venv

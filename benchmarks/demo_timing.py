@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs import demo  # noqa: E402
-from jobs.embedded import DAG_ID, airflow, airflow_env  # noqa: E402
+from jobs.dev import demo  # noqa: E402
+from jobs.dev.embedded import DAG_ID, airflow, airflow_env  # noqa: E402
 
 TARGET_SECONDS = 300
 

@@ -18,12 +18,12 @@ import shutil
 import time
 from pathlib import Path
 
-from jobs.build_datasets import DatasetConfig
 from jobs.common.lake import Lake
+from jobs.common.settings import DatasetSettings
 from jobs.common.spark import get_spark
+from jobs.dev.synth import SynthConfig, generate, write_csv
 from jobs.run_all import run_all
 from jobs.sources import PRESETS
-from jobs.synth import SynthConfig, generate, write_csv
 
 DAYS = 7
 START = dt.date(2026, 1, 1)
@@ -48,7 +48,7 @@ def run_spark(spark, path: Path, lake_dir: Path, events: int) -> dict:
         Lake(str(lake_dir)),
         PRESETS["synthetic"],
         last,
-        DatasetConfig(window_days=DAYS),
+        DatasetSettings(window_days=DAYS),
     )
     total = time.monotonic() - t
     stages = {

@@ -1,7 +1,8 @@
 """gru4rec_nightly: raw clicks -> quality-checked sessions -> GRU4Rec -> published top-k.
 
-Orchestration only: each task starts one process built by `jobs.nightly` (spark-submit for the
-Spark stages, the gru4rec CLI for training and scoring). No heavy import, connection or
+Orchestration only: each task starts one process built by `jobs.nightly.commands`
+(spark-submit for the Spark stages, the gru4rec CLI for training and scoring, `python -m
+jobs.nightly` for the pipeline's own steps). No heavy import, connection or
 Variable look-up happens while this file is parsed.
 """
 
@@ -12,23 +13,28 @@ import os
 
 from airflow.sdk import Asset, CronTriggerTimetable, Metadata, Param, dag, task
 
-from jobs.nightly import DataFailure, Nightly, default_params
+from jobs.common.lake import Lake, default_root
+from jobs.nightly import commands
+from jobs.nightly.params import PARAMS, Night, default_params, json_type
 
-LAKE = default_params()["lake"]
-_URI = LAKE if "://" in LAKE else f"file://{LAKE}"
+_DEFAULTS = default_params()
+_LAKE = Lake.resolved(_DEFAULTS["lake"] or default_root()).root
+_URI = _LAKE if "://" in _LAKE else f"file://{_LAKE}"
 SESSIONS = Asset(name="gru4rec_sessions", uri=f"{_URI}/sessions")
 MODEL = Asset(name="gru4rec_model", uri=f"{_URI}/models")
 RECOMMENDATIONS = Asset(name="gru4rec_recommendations", uri=f"{_URI}/recommendations")
 
 # Pools keep a small machine from running two Spark applications or two torch processes at
-# once; a deployment sizes them (`airflow pools set`). The train task also goes to a queue that
-# only GPU workers consume (CeleryExecutor; the LocalExecutor ignores queues).
+# once; a deployment sizes them (`airflow pools set`). Every task that starts Spark is in the
+# spark pool; every torch task that can use the GPU goes to a queue only GPU workers consume
+# (CeleryExecutor; the LocalExecutor ignores queues) and holds a gpu pool slot.
 SPARK_POOL = os.environ.get("GRU4REC_SPARK_POOL", "spark")
 GPU_POOL = os.environ.get("GRU4REC_GPU_POOL", "gpu")
 GPU_QUEUE = os.environ.get("GRU4REC_GPU_QUEUE", "gpu")
-# KubernetesExecutor: a pod template requesting nvidia.com/gpu for the train task.
+# KubernetesExecutor: a pod template requesting nvidia.com/gpu for the torch tasks.
 _GPU_TEMPLATE = os.environ.get("GRU4REC_GPU_POD_TEMPLATE")
-TRAIN_EXECUTOR = {"executor_config": {"pod_template_file": _GPU_TEMPLATE}} if _GPU_TEMPLATE else {}
+GPU_EXECUTOR = {"executor_config": {"pod_template_file": _GPU_TEMPLATE}} if _GPU_TEMPLATE else {}
+ON_GPU = {"pool": GPU_POOL, "queue": GPU_QUEUE, **GPU_EXECUTOR}
 
 DOC = """
 ### GRU4Rec nightly
@@ -46,8 +52,8 @@ each of D's sessions' top-k next-item recommendations to `recommendations/dt=D/`
 | popularity | Spark: item index + sampling weights | retried |
 | validate_datasets | GX suites `datasets` (coverage, no leakage) and `item_index` | **fails fast** |
 | train | GRU4Rec on the `gpu` queue/pool (CPU when no GPU) -> `models/run=D` | retried |
-| evaluate | metrics vs baselines; **promotion gate** vs the live model on tonight's test | retried |
-| score | top-k per session of D with the serving model, staged (not visible) | retried |
+| evaluate | **promotion gate** vs the live model on tonight's test (`gpu` queue/pool) | retried |
+| score | top-k per session of D with the serving model, staged, not visible (`gpu` queue/pool) | retried |
 | validate_recommendations | GX suite `recommendations` on the staged table | **fails fast** |
 | publish | atomic swap of `recommendations/dt=D` | retried |
 
@@ -63,71 +69,60 @@ margin, ...) default from `GRU4REC_*` environment variables; see the project REA
 """
 
 
+def _json(value):
+    """A default as JSON-schema sees it (tuples are arrays)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _params() -> dict:
-    d = default_params()
+    """One Param per settings field (jobs/nightly/params.py), defaults from GRU4REC_* env."""
     return {
-        "lake": Param(d["lake"], type="string", description="lake root (path or URI)"),
-        "quality_root": Param(
-            d["quality_root"], type="string", description="quality reports; '' = <lake>/quality"
-        ),
-        "raw_input": Param(
-            d["raw_input"],
-            type="string",
-            description="raw delivery; {ds} = the date, {lake} = the lake root",
-        ),
-        "source_preset": Param(
-            d["source_preset"],
-            type="string",
-            description="rsc15, yoochoose, taobao, trivago, synthetic, or '' with a mapping",
-        ),
-        "column_mapping": Param(
-            d["column_mapping"],
-            type="object",
-            description="SourceMapping keys (user_col, item_col, ts_col, ts_unit, ...); "
-            "wins over the preset",
-        ),
-        "window_days": Param(d["window_days"], type="integer", minimum=2),
-        "test_days": Param(d["test_days"], type="integer", minimum=1),
-        "valid_days": Param(d["valid_days"], type="integer", minimum=1),
-        "alpha": Param(d["alpha"], type="number", minimum=0, description="sampling exponent"),
-        "model_params": Param(d["model_params"], type="string", description="GRU4Rec set"),
-        "epochs": Param(d["epochs"], type="integer", minimum=1),
-        "model_overrides": Param(
-            d["model_overrides"], type="array", description="extra key=value parameters"
-        ),
-        "spark_master": Param(d["spark_master"], type="string"),
-        "spark_conf": Param(d["spark_conf"], type="object"),
-        "device": Param(d["device"], type="string", description="auto, cpu, cuda, cuda:N"),
-        "promotion_margin": Param(d["promotion_margin"], type="number", minimum=0, maximum=0.99),
-        "quality_thresholds": Param(
-            d["quality_thresholds"], type="object", description="jobs.quality.Thresholds fields"
-        ),
-        "k": Param(d["k"], type="integer", minimum=1),
+        name: Param(
+            _json(_DEFAULTS[name]), type=json_type(spec.default), description=spec.description
+        )
+        for name, spec in PARAMS.items()
     }
 
 
-def _night(context) -> Nightly:
+def _night(context) -> Night:
     """Tonight's configuration: D is the previous day (the data interval's start)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from jobs.common.errors import PipelineError
+
     start = context.get("data_interval_start")
     if start is None:
         start = context["logical_date"] - dt.timedelta(days=1)
-    return Nightly.from_params(dict(context["params"]), start.date())
+    try:
+        return Night.from_params(dict(context["params"]), start.date())
+    except PipelineError as exc:  # a bad param: retrying cannot help
+        raise AirflowFailException(f"invalid params: {exc}") from None
 
 
 def _run(cmd) -> str:
     """Run a step; data failures fail the task at once (no retries), others retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from jobs.nightly import run, step_env
+    from jobs.nightly.runner import DataFailure, run, step_env
 
     try:
-        return run(cmd, step_env(cmd_master(cmd)))
+        return run(cmd, step_env(cmd[cmd.index("--master") + 1] if "--master" in cmd else "local"))
     except DataFailure as exc:
         raise AirflowFailException(f"data quality / input failure: {exc}") from None
 
 
-def cmd_master(cmd) -> str:
-    return cmd[cmd.index("--master") + 1] if "--master" in cmd else "local"
+def _gate(night: Night, dataset: str) -> None:
+    """A Spark-side quality gate; the run reports of the days it validated are refreshed."""
+    from jobs.common.timeutil import days_before
+    from jobs.nightly.report import write_run_report
+
+    try:
+        _run(commands.validate(night, dataset))
+    finally:
+        day = dt.date.fromisoformat(night.day)
+        for d in [*days_before(day, night.datasets.window_days), day]:
+            if os.path.isdir(night.lake.quality_day(d)):
+                write_run_report(night.lake, str(d))
 
 
 @dag(
@@ -159,49 +154,51 @@ def gru4rec_nightly():
     @task(pool=SPARK_POOL)
     def ingest(**context):
         night = _night(context)
-        mapping = night.mapping_file()
+        mapping = commands.mapping_file(night)
         try:
-            _run(night.ingest_cmd(mapping))
+            _run(commands.ingest(night, mapping))
         finally:
             if mapping:
                 os.unlink(mapping)
 
-    @task(retries=0)
+    @task(retries=0, pool=SPARK_POOL)
     def validate_raw(**context):
-        _run(_night(context).validate_cmd("raw_events"))
+        _gate(_night(context), "raw_events")
 
     @task(pool=SPARK_POOL)
     def sessionize(**context):
-        _run(_night(context).sessionize_cmd())
+        _run(commands.sessionize(_night(context)))
 
-    @task(retries=0, outlets=[SESSIONS])
+    @task(retries=0, pool=SPARK_POOL, outlets=[SESSIONS])
     def validate_sessions(**context):
         night = _night(context)
-        _run(night.validate_cmd("sessions"))
-        yield Metadata(SESSIONS, extra={"date": night.day, "path": night.sessions})
+        _gate(night, "sessions")
+        yield Metadata(
+            SESSIONS, extra={"date": night.day, "path": night.lake.sessions_day(night.day)}
+        )
 
     @task(pool=SPARK_POOL)
     def build_datasets(**context):
-        _run(_night(context).build_datasets_cmd())
+        _run(commands.build_datasets(_night(context)))
 
     @task(pool=SPARK_POOL)
     def popularity(**context):
-        _run(_night(context).popularity_cmd())
+        _run(commands.popularity(_night(context)))
 
-    @task(retries=0)
+    @task(retries=0, pool=SPARK_POOL)
     def validate_datasets(**context):
-        _run(_night(context).validate_cmd("datasets"))
+        _gate(_night(context), "datasets")
 
-    @task(pool=GPU_POOL, queue=GPU_QUEUE, **TRAIN_EXECUTOR)
+    @task(**ON_GPU)
     def train(**context):
-        _run(_night(context).train_cmd())
+        _run(commands.train(_night(context)))
 
-    @task(pool=GPU_POOL, outlets=[MODEL])
+    @task(outlets=[MODEL], **ON_GPU)
     def evaluate(**context):
-        from jobs.nightly import last_json
+        from jobs.nightly.runner import last_json
 
         night = _night(context)
-        decision = last_json(_run(night.evaluate_cmd()))
+        decision = last_json(_run(commands.evaluate(night)))
         print(f"promotion gate: {decision['reason']}; serving {decision['serving_model']}")
         yield Metadata(
             MODEL,
@@ -213,25 +210,28 @@ def gru4rec_nightly():
             },
         )
 
-    @task(pool=GPU_POOL)
+    @task(**ON_GPU)
     def score(**context) -> str:
-        from jobs.nightly import last_json
+        from jobs.nightly.promote import serving_model
 
-        return last_json(_run(_night(context).score_cmd()))["staged"]
+        night = _night(context)
+        staged = commands.new_scored_dir(night)
+        _run(commands.score(night, serving_model(night.lake, night.day), staged))
+        return staged
 
     @task(retries=0)
     def validate_recommendations(staged: str, **context):
-        _run(_night(context).validate_recommendations_cmd(staged))
+        _run(commands.validate_recommendations(_night(context), staged))
         return staged
 
     @task(outlets=[RECOMMENDATIONS])
     def publish(staged: str, **context):
-        from jobs.nightly import last_json
+        from jobs.nightly.runner import last_json
 
         night = _night(context)
-        result = last_json(_run(night.publish_cmd(staged)))
+        result = last_json(_run(commands.publish(night, staged)))
         print(f"published {result['path']} ({result.get('sessions')} sessions)")
-        print(f"run report: {night.quality_dir}/report.html")
+        print(f"run report: {night.lake.run_report(night.day)}")
         yield Metadata(
             RECOMMENDATIONS,
             extra={"date": night.day, "path": result["path"], "rows": result.get("rows")},

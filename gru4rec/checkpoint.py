@@ -18,9 +18,9 @@ import torch
 
 from gru4rec.config import Config
 from gru4rec.data import ItemMap
+from gru4rec.errors import ConfigError, NoInputError, SchemaError
 from gru4rec.model import GRU4RecModel
 from gru4rec.optim import AdagradM
-from jobs.common.errors import ConfigError, NoInputError, SchemaError
 
 FORMAT = "gru4rec-checkpoint"
 FORMAT_VERSION = 1

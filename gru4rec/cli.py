@@ -8,154 +8,38 @@ written under a staging name and renamed into place when complete.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
+import dataclasses
 import json
 import logging
-import os
-import shutil
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
+import numpy as np
 import torch
 
 from gru4rec import checkpoint as ckpt
+from gru4rec.arguments import build_parser
 from gru4rec.baselines import NAMES as BASELINES
 from gru4rec.baselines import evaluate_baseline, item_knn
-from gru4rec.config import PARAM_SETS, TIE_MODES, Config
-from gru4rec.data import ItemMap, SessionData, build_sessions, load_item_map, read_events
+from gru4rec.config import Config
+from gru4rec.data import (
+    ItemMap,
+    SamplingTable,
+    SessionData,
+    build_sessions,
+    load_item_map,
+    popularity_path_for,
+    read_events,
+)
+from gru4rec.errors import Gru4RecError
 from gru4rec.evaluate import evaluate_model
+from gru4rec.outdir import RunDir
 from gru4rec.report import write_report
 from gru4rec.train import Trainer, resolve_device
-from jobs.common.errors import ConfigError, PipelineError
 
 log = logging.getLogger("gru4rec")
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def _cutoffs(value: str) -> tuple[int, ...]:
-    try:
-        out = tuple(sorted({int(x) for x in value.split(",") if x.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 1,5,10,20, found {value!r}"
-        ) from None
-    if not out or out[0] <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive cutoffs, found {value!r}")
-    return out
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ties", default="conservative", choices=TIE_MODES, help="rank ties")
-    p.add_argument("--cutoffs", type=_cutoffs, default=(1, 5, 10, 20), help="k for Recall/MRR@k")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m gru4rec",
-        description="GRU4Rec: train, evaluate and compare with baselines.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-
-    t = sub.add_parser("train", help="train a model (and evaluate it)", formatter_class=fmt)
-    t.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
-    t.add_argument("--test", help="test split to evaluate on after training")
-    t.add_argument(
-        "--items", help="item index table; none: the items/ table beside a Parquet split"
-    )
-    t.add_argument(
-        "--params", default="rsc15", choices=sorted(PARAM_SETS), help="named parameter set"
-    )
-    t.add_argument("--config", help="JSON file of parameters, applied over --params")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter (repeatable), e.g. --set n_epochs=5 --set layers=200",
-    )
-    t.add_argument("--device", help="cpu, cuda, cuda:N or auto; none: the config's (auto)")
-    t.add_argument("--resume", help="continue training from this checkpoint (file or run dir)")
-    t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--no-baselines", action="store_true", help="skip POP/S-POP/Item-KNN")
-    t.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar; none: when stderr is a terminal",
-    )
-    _common(t)
-
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint", formatter_class=fmt)
-    e.add_argument("--model", required=True, help="checkpoint file or run directory")
-    e.add_argument("--test", required=True, help="test split: TSV file or Parquet split")
-    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    e.add_argument("--out", help="directory for metrics.json; none: print it")
-    _common(e)
-
-    s = sub.add_parser(
-        "score", help="top-k per session of a day, published atomically", formatter_class=fmt
-    )
-    s.add_argument("--model", required=True, help="checkpoint file or run directory")
-    s.add_argument("--sessions", required=True, help="one day of sessions (sessions/dt=D)")
-    s.add_argument("--out", required=True, help="recommendations root (dt=D is published in it)")
-    s.add_argument("--date", required=True, help="the day D (YYYY-MM-DD)")
-    s.add_argument("--k", type=int, default=20, help="recommendations per session")
-    s.add_argument(
-        "--exclude-seen",
-        action="store_true",
-        help="rank the session's own items last (off: repeats can be recommended)",
-    )
-    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    s.add_argument("--batch-size", type=int, default=2048, help="sessions per batch")
-    s.add_argument(
-        "--no-publish",
-        action="store_true",
-        help="score and check into an unreferenced version directory only (printed as "
-        "'staged'); the nightly DAG validates and publishes it in later tasks",
-    )
-    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
-
-    b = sub.add_parser("baselines", help="POP, S-POP and Item-KNN", formatter_class=fmt)
-    b.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
-    b.add_argument("--test", required=True, help="test split")
-    b.add_argument(
-        "--items", help="item index table; none: the items/ table beside a Parquet split"
-    )
-    b.add_argument("--out", help="directory for metrics.json; none: print it")
-    _common(b)
-    return parser
-
-
-class RunDir:
-    """Write into `<out>.staging`, then replace `<out>` with it in two renames."""
-
-    def __init__(self, out: str | Path) -> None:
-        self.out = Path(out)
-        self.stage = self.out.with_name(f".{self.out.name}.staging-{os.getpid()}")
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.stage, ignore_errors=True)
-        self.stage.mkdir(parents=True)
-        return self.stage
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.stage, ignore_errors=True)
-            return
-        old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-        if self.out.exists():
-            os.replace(self.out, old)
-        os.replace(self.stage, self.out)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_split(path: str, item_map: ItemMap, name: str) -> SessionData:
@@ -194,73 +78,102 @@ def _log_metrics(prefix: str, metrics: dict) -> None:
 
 
 # -- commands ------------------------------------------------------------------------------
-def cmd_train(args) -> int:
-    if args.resume:
-        resumed = ckpt.Checkpoint(args.resume)
-        cfg = resumed.config
-    else:
-        resumed = None
-        cfg = Config.from_params(args.params)
+def _train_config(args, resumed) -> Config:
+    """--params (or the resumed checkpoint's), then --config, --set and --device."""
+    cfg = resumed.config if resumed is not None else Config.from_params(args.params)
     if args.config:
         cfg = cfg.with_file(args.config)
     cfg = cfg.with_overrides(args.overrides)
     if args.device:
         cfg = cfg.with_overrides([f"device={args.device}"])
+    return cfg
+
+
+def _sampling(args, item_map: ItemMap, cfg: Config) -> tuple[Config, SamplingTable | None]:
+    """The popularity table training samples from, if any; its alpha is the alpha used."""
+    path = args.popularity or popularity_path_for(args.train)
+    if path is None:
+        return cfg, None
+    table = SamplingTable.read_parquet(path, item_map)
+    if table.alpha is not None and table.alpha != cfg.sample_alpha:
+        log.info(
+            "sampling from %s: its alpha %s replaces the parameter set's sample_alpha %s",
+            path, table.alpha, cfg.sample_alpha,
+        )  # fmt: skip
+        cfg = dataclasses.replace(cfg, sample_alpha=table.alpha)
+    return cfg, table
+
+
+def _trainer(cfg: Config, item_map: ItemMap, resumed, table: SamplingTable | None) -> Trainer:
+    weights = table.weights if table is not None else None
+    if resumed is None:
+        return Trainer(cfg, item_map, sample_weights=weights)
+    device = resolve_device(cfg.device)
+    log.info("resuming from %s after epoch %d", resumed.path, resumed.epochs_done)
+    return Trainer(
+        cfg,
+        item_map,
+        model=resumed.model(device, cfg),
+        optimizer=resumed.optimizer(cfg, device),
+        epochs_done=resumed.epochs_done,
+        sample_weights=weights,
+    )
+
+
+def _train_metrics(args, cfg, trainer, history, train_seconds, sampling, train) -> dict:
+    rates = [e.events_per_second for e in history]
+    later = rates[1:] or rates
+    seconds = [e.seconds for e in history[1:] or history]
+    return {
+        "events_per_second": statistics.median(later) if later else None,
+        "seconds_per_epoch": statistics.median(seconds) if seconds else None,
+        "train_seconds": train_seconds,
+        "epochs": [
+            {
+                "epoch": e.epoch,
+                "loss": e.loss,
+                "seconds": e.seconds,
+                "events_per_second": e.events_per_second,
+            }
+            for e in history
+        ],
+        "config": cfg.to_dict(),
+        "sampling": sampling,
+        "device": str(trainer.device),
+        "n_items": len(trainer.item_map),
+        "item_fingerprint": trainer.item_map.fingerprint,
+        "ties": args.ties,
+        "data": {"train": str(args.train), "test": str(args.test), **data_summary("train", train)},
+    }
+
+
+def cmd_train(args) -> int:
+    resumed = ckpt.Checkpoint(args.resume) if args.resume else None
+    cfg = _train_config(args, resumed)
     train_frame = read_events(args.train)
     item_map = load_item_map(train_frame, args.train, args.items)
-    train = build_sessions(train_frame, item_map, "train")
-    test = load_split(args.test, item_map, "test") if args.test else None
     if resumed is not None:
         resumed.check_items(item_map, args.train)
-        device = resolve_device(cfg.device)
-        trainer = Trainer(
-            cfg,
-            item_map,
-            model=resumed.model(device, cfg),
-            optimizer=resumed.optimizer(cfg, device),
-            epochs_done=resumed.epochs_done,
-        )
-        log.info("resuming from %s after epoch %d", resumed.path, resumed.epochs_done)
-    else:
-        trainer = Trainer(cfg, item_map)
+    cfg, table = _sampling(args, item_map, cfg)
+    sampling = {
+        "source": table.source if table is not None else "support^sample_alpha of the train split",
+        "alpha": cfg.sample_alpha,
+    }
+    train = build_sessions(train_frame, item_map, "train")
+    test = load_split(args.test, item_map, "test") if args.test else None
+    trainer = _trainer(cfg, item_map, resumed, table)
     log.info("training on %s: %s", trainer.device, json.dumps(cfg.to_dict()))
     with RunDir(args.out) as stage:
         t0 = time.perf_counter()
         history = trainer.fit(train, args.progress)
-        train_seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
         ckpt.save(
-            stage / ckpt.FILENAME, trainer.model, item_map, trainer.optimizer, trainer.epochs_done
-        )
+            stage / ckpt.FILENAME, trainer.model, item_map, trainer.optimizer,
+            trainer.epochs_done, extra={"sampling": sampling},
+        )  # fmt: skip
         (stage / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         item_map.to_frame().to_parquet(stage / "items.parquet", index=False)
-        rates = [e.events_per_second for e in history]
-        later = rates[1:] or rates
-        metrics: dict = {
-            "events_per_second": statistics.median(later) if later else None,
-            "seconds_per_epoch": statistics.median([e.seconds for e in history[1:] or history])
-            if history
-            else None,
-            "train_seconds": train_seconds,
-            "epochs": [
-                {
-                    "epoch": e.epoch,
-                    "loss": e.loss,
-                    "seconds": e.seconds,
-                    "events_per_second": e.events_per_second,
-                }
-                for e in history
-            ],
-            "config": cfg.to_dict(),
-            "device": str(trainer.device),
-            "n_items": len(item_map),
-            "item_fingerprint": item_map.fingerprint,
-            "ties": args.ties,
-            "data": {
-                "train": str(args.train),
-                "test": str(args.test),
-                **data_summary("train", train),
-            },
-        }
+        metrics = _train_metrics(args, cfg, trainer, history, seconds, sampling, train)
         if test is not None:
             result = evaluate_model(trainer.model, test, args.cutoffs, args.ties)
             _log_metrics("GRU4Rec", result)
@@ -277,16 +190,26 @@ def cmd_evaluate(args) -> int:
     loaded = ckpt.Checkpoint(args.model)
     cfg = loaded.config.with_overrides([f"device={args.device}"])
     model = loaded.model(resolve_device(cfg.device), cfg)
-    test = load_split(args.test, loaded.item_map, "test")
-    result = evaluate_model(model, test, args.cutoffs, args.ties)
-    _log_metrics("GRU4Rec", result)
+    frame = read_events(args.test)
+    common = np.ones(len(frame), dtype=bool)
+    ids = frame["item_id"].to_numpy(dtype=object)
+    for other in [loaded, *(ckpt.Checkpoint(path) for path in args.known_by)]:
+        common &= other.item_map.lookup(ids) >= 0
+    result: dict = {"test_events": int(len(frame)), "common_item_events": int(common.sum())}
+    if args.known_by and not common.any():
+        log.warning("no test event has an item every model knows: nothing to evaluate")
+    else:
+        test = build_sessions(frame[common] if args.known_by else frame, loaded.item_map, "test")
+        result.update(evaluate_model(model, test, args.cutoffs, args.ties))
+        result.update(data_summary("test", test))
+        _log_metrics("GRU4Rec", result)
     result.update(
         {
             "ties": args.ties,
             "model": str(loaded.path),
+            "known_by": [str(p) for p in args.known_by],
             "test": str(args.test),
             "n_items": len(loaded.item_map),
-            **data_summary("test", test),
         }
     )
     _emit(args.out, result)
@@ -318,21 +241,17 @@ def _emit(out: str | None, result: dict) -> None:
 
 
 def cmd_score(args) -> int:
-    from gru4rec.score import score_day, stage_day
+    from gru4rec.score import score_sessions
 
-    try:
-        day = str(dt.date.fromisoformat(args.date))
-    except ValueError:
-        raise ConfigError(f"--date: expected YYYY-MM-DD, found {args.date!r}") from None
-    summary = (stage_day if args.no_publish else score_day)(
+    summary = score_sessions(
         args.model,
         args.sessions,
         args.out,
-        day,
-        args.k,
-        args.exclude_seen,
-        args.device,
-        args.batch_size,
+        k=args.k,
+        exclude_seen=args.exclude_seen,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_sessions=args.max_sessions,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -355,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
-    except PipelineError as exc:
+    except Gru4RecError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return 2
     except FloatingPointError as exc:

@@ -13,13 +13,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobs.common.errors import ConfigError
+from gru4rec.errors import ConfigError
 
 LOSSES = ("cross-entropy", "bpr-max", "top1-max", "top1", "bpr")
 LOSS_ALIASES = {"xe": "cross-entropy", "ce": "cross-entropy", "cross_entropy": "cross-entropy"}
 EMBEDDINGS = ("shared", "separate", "onehot")
 TIE_MODES = ("conservative", "standard", "median")
-DEVICES = ("auto", "cpu", "cuda")
+AUTO_DEVICE = "auto"  # a CUDA GPU when torch sees one, else the CPU
+DEVICES = (AUTO_DEVICE, "cpu", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Config:
     logq: float = 1.0
     n_epochs: int = 10
     seed: int = 42
-    device: str = "auto"
+    device: str = AUTO_DEVICE
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:

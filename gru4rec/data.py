@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
-from jobs.common.errors import NoInputError, SchemaError
+from gru4rec.errors import NoInputError, SchemaError
 
 log = logging.getLogger("gru4rec.data")
 
@@ -253,6 +253,48 @@ def items_path_for(train_path: str | Path) -> Path | None:
         return None
     candidate = p.parent / "items"
     return candidate if candidate.exists() else None
+
+
+def popularity_path_for(train_path: str | Path) -> Path | None:
+    """The `popularity/` table beside a pipeline split (`run=D/train` -> `run=D/popularity`)."""
+    p = Path(train_path)
+    candidate = p.parent / "popularity"
+    return None if is_tsv(p) or not candidate.exists() else candidate
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingTable:
+    """Negative-sampling weights in item index order, as a popularity table published them."""
+
+    weights: np.ndarray  # float64, one per item, > 0
+    alpha: float | None  # the exponent the table was built with (None: not recorded)
+    source: str
+
+    @classmethod
+    def read_parquet(cls, path: str | Path, item_map: ItemMap) -> SamplingTable:
+        """`item_idx, item_id, weight[, alpha]`, checked to index items exactly as `item_map`."""
+        dataset = open_parquet(path, ("item_idx", "item_id", "weight"))
+        columns = ["item_idx", "item_id", "weight"]
+        if "alpha" in dataset.schema.names:
+            columns.append("alpha")
+        table = dataset.to_table(columns=columns).to_pandas().sort_values("item_idx")
+        ids = table["item_id"].astype(str).to_numpy(dtype=object)
+        idx = table["item_idx"].to_numpy(np.int64)
+        if not np.array_equal(idx, np.arange(len(item_map))) or not np.array_equal(
+            ids, item_map.ids.astype(str)
+        ):
+            raise SchemaError(
+                f"{path}: expected the sampling weights of the {len(item_map)} items of the "
+                f"item index, in its order; found {len(idx)} rows that index items differently"
+            )
+        weights = table["weight"].to_numpy(np.float64)
+        if not np.all(np.isfinite(weights) & (weights > 0)):
+            raise SchemaError(f"{path}: expected positive finite weights, found others")
+        alphas = pd.unique(table["alpha"]) if "alpha" in table else []
+        if len(alphas) > 1:
+            raise SchemaError(f"{path}: expected one alpha, found {sorted(alphas)}")
+        alpha = float(alphas[0]) if len(alphas) else None
+        return cls(weights, alpha, str(path))
 
 
 def load_item_map(train_frame: pd.DataFrame, train_path, items_path=None) -> ItemMap:

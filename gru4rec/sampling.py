@@ -1,7 +1,8 @@
 """Extra negative samples: drawn on the training device from a pre-drawn store.
 
-Items are drawn with probability proportional to support^alpha (alpha 0: uniform, 1:
-popularity) by inverse-CDF search over uniform draws. The store holds `store_size // n_sample`
+Items are drawn with probability proportional to their sampling weight (support^alpha: alpha
+0 uniform, 1 popularity; in the pipeline, the published popularity table's `weight`) by
+inverse-CDF search over uniform draws. The store holds `store_size // n_sample`
 rows of `n_sample` ids; each mini-batch takes the next row (shared by all its rows), and the
 store is redrawn when used up.
 """
@@ -12,17 +13,20 @@ import numpy as np
 import torch
 
 
-def sampling_cdf(support: np.ndarray, alpha: float) -> np.ndarray:
-    weight = np.asarray(support, dtype=np.float64) ** alpha
-    cdf = np.cumsum(weight)
+def sampling_weights(support: np.ndarray, alpha: float) -> np.ndarray:
+    """support^alpha: the weights when no popularity table is given."""
+    return np.asarray(support, dtype=np.float64) ** alpha
+
+
+def sampling_cdf(weights: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(np.asarray(weights, dtype=np.float64))
     return cdf / cdf[-1]
 
 
 class SampleStore:
     def __init__(
         self,
-        support: np.ndarray,
-        alpha: float,
+        weights: np.ndarray,
         n_sample: int,
         store_size: int,
         device: torch.device,
@@ -34,8 +38,8 @@ class SampleStore:
         self.rows = max(1, store_size // n_sample)
         self.device = device
         self.generator = generator
-        self.n_items = len(support)
-        self.cdf = torch.as_tensor(sampling_cdf(support, alpha), device=device)
+        self.n_items = len(weights)
+        self.cdf = torch.as_tensor(sampling_cdf(weights), device=device)
         self.draws = 0
         self._store: torch.Tensor | None = None
         self._next = self.rows

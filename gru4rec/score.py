@@ -12,6 +12,9 @@ Output schema (sorted by session_id, then rank): session_id string, user_id stri
 item_id string, score float32, strategy string, model_version string, generated_at timestamp
 (UTC, us). Sessions are processed in batches on the model's device and each batch is appended
 to the Parquet file as it is computed, so memory is bounded by the batch, not the day.
+
+Sessions Parquet in, recommendations Parquet out: validating and publishing the table is the
+pipeline's business (`jobs/nightly/`), not the model's.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from gru4rec.config import AUTO_DEVICE
 from gru4rec.data import ItemMap, open_parquet
+from gru4rec.errors import ConfigError, NoInputError, SchemaError
 from gru4rec.model import GRU4RecModel
-from jobs.common.errors import NoInputError, SchemaError
+from gru4rec.outdir import RunDir
 
 log = logging.getLogger("gru4rec.score")
 
@@ -109,6 +114,9 @@ class Scorer:
     ) -> None:
         if not model_version:
             raise SchemaError("model_version: expected a non-empty string")
+        for name, value in (("k", k), ("batch_size", batch_size)):
+            if value < 1:
+                raise ConfigError(f"{name}: expected an integer >= 1, found {value}")
         self.model = model
         self.item_map = item_map
         self.model_version = model_version
@@ -216,180 +224,56 @@ class Scorer:
 
 
 PART = "part-00000.parquet"
+SUMMARY = "_summary.json"
 
 
-class ValidationError(SchemaError):
-    """The scored table breaks the recommendations contract; it is not published."""
+def model_version(loaded) -> str:
+    """The checkpoint's own version, else its item fingerprint and file time."""
+    default = f"{loaded.item_map.fingerprint[:8]}-{loaded.path.stat().st_mtime_ns:x}"
+    return loaded.extra.get("model_version", default)
 
 
-def validate_table(path: Path, expected_sessions: np.ndarray, item_ids: set[str], k: int) -> dict:
-    """Check the contract before publishing (per-session counts, ranks, items, scores, nulls).
-
-    Reads the staged file one row group at a time; returns counts, raises ValidationError
-    naming the first rule broken.
-    """
-    pf = pq.ParquetFile(path)
-    seen_sessions: list[np.ndarray] = []
-    rows = 0
-    for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g).to_pandas()
-        rows += len(t)
-        nulls = [c for c in t.columns if t[c].isna().any()]
-        if nulls:
-            raise ValidationError(f"expected no nulls, found nulls in {', '.join(nulls)}")
-        if (t["model_version"].str.len() == 0).any():
-            raise ValidationError("expected model_version to be set, found empty values")
-        if len(t) % k:
-            raise ValidationError(f"expected {k} rows per session, found {len(t)} rows in a batch")
-        sess = t["session_id"].to_numpy().reshape(-1, k)
-        if (sess != sess[:, :1]).any():
-            raise ValidationError(f"expected exactly {k} consecutive rows per session")
-        ranks = t["rank"].to_numpy().reshape(-1, k)
-        if (ranks != np.arange(1, k + 1)).any():
-            raise ValidationError(f"expected ranks 1..{k} once per session")
-        score = t["score"].to_numpy().reshape(-1, k)
-        if (np.diff(score, axis=1) > 0).any():
-            raise ValidationError("expected scores non-increasing with rank")
-        unknown = set(t["item_id"].unique()) - item_ids
-        if unknown:
-            raise ValidationError(
-                f"expected items of the model's index, found {len(unknown)} others "
-                f"(e.g. {sorted(unknown)[:3]})"
-            )
-        seen_sessions.append(sess[:, 0])
-    got = np.concatenate(seen_sessions) if seen_sessions else np.array([], dtype=object)
-    if len(np.unique(got)) != len(got):
-        raise ValidationError("expected each session once, found a session in several places")
-    want = np.unique(np.asarray(expected_sessions, dtype=object).astype(str))
-    if len(got) != len(want) or not np.array_equal(np.sort(got.astype(str)), want):
-        raise ValidationError(
-            f"expected every session of the day ({len(want)}), found {len(got)} scored"
-        )
-    return {"rows": rows, "sessions": int(len(got)), "k": k}
-
-
-def score_day(
+def score_sessions(
     checkpoint_path: str | Path,
     sessions_path: str | Path,
-    out_root: str | Path,
-    day: str,
+    out_dir: str | Path,
     k: int = 20,
     exclude_seen: bool = False,
-    device: str = "auto",
+    device: str = AUTO_DEVICE,
     batch_size: int = 2048,
     generated_at: dt.datetime | None = None,
     max_sessions: int = 200_000,
 ) -> dict:
-    """Score day `day` and publish `<out_root>/dt=<day>` atomically; returns a summary.
+    """Score every session under `sessions_path` into the new directory `out_dir`.
 
-    The three steps the nightly DAG runs as separate tasks: `stage_day` (score + contract
-    check), `validate_staged` (the Great Expectations suite), `publish_staged`.
-    """
-    staged, item_ids, day_ids = stage_day(
-        checkpoint_path, sessions_path, out_root, day, k, exclude_seen, device, batch_size,
-        generated_at, max_sessions, return_ids=True,
-    )  # fmt: skip
-    try:  # the model's items and the day's sessions are already in hand: no second read
-        gx_result = _validate(Path(staged["staged"]), item_ids, day_ids)
-    except BaseException:
-        discard_staged(staged["staged"])
-        raise
-    return publish_staged(out_root, day, staged["staged"], {**staged, **gx_result})
-
-
-def stage_day(
-    checkpoint_path: str | Path,
-    sessions_path: str | Path,
-    out_root: str | Path,
-    day: str,
-    k: int = 20,
-    exclude_seen: bool = False,
-    device: str = "auto",
-    batch_size: int = 2048,
-    generated_at: dt.datetime | None = None,
-    max_sessions: int = 200_000,
-    return_ids: bool = False,
-):
-    """Score day `day` into a new, unreferenced version directory and check the contract
-    (`validate_table`); returns a summary with `staged` (the directory). Nothing is published.
-    `return_ids`: return (summary, the model's item ids, the day's session ids) instead.
+    `out_dir` gets `part-00000.parquet` (the table) and `_summary.json` (counts, k, model
+    version); it is written under a staging name and renamed when complete, so it either
+    holds the whole table or does not exist. Returns the summary.
     """
     from gru4rec import checkpoint as ckpt
-    from gru4rec import publish
     from gru4rec.train import resolve_device
 
+    out_dir = Path(out_dir)
+    if max_sessions < 1:
+        raise ConfigError(f"max_sessions: expected an integer >= 1, found {max_sessions}")
+    if out_dir.exists():
+        raise ConfigError(f"--out: expected a new directory, found existing {out_dir}")
     loaded = ckpt.Checkpoint(checkpoint_path)
     model = loaded.model(resolve_device(device))
-    version = f"{loaded.item_map.fingerprint[:8]}-{loaded.path.stat().st_mtime_ns:x}"
-    version = loaded.extra.get("model_version", version)
+    version = model_version(loaded)
     dataset = open_sessions(sessions_path)
     day_ids = session_ids(dataset)
     scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
-    generated_at = generated_at or dt.datetime.now(dt.UTC)
-    Path(out_root).mkdir(parents=True, exist_ok=True)
-    staged = publish.new_version_dir(out_root, f"dt={day}")
-    try:
+    with RunDir(out_dir) as stage:
         chunks = iter_session_chunks(dataset, day_ids, max_sessions)
-        stats = scorer.write(chunks, staged / PART, generated_at)
-        check = validate_table(
-            staged / PART, day_ids, set(loaded.item_map.ids.astype(str)), scorer.k
-        )
-        summary = {**dataclasses.asdict(stats), **check, "k": scorer.k, "model_version": version}
-        (staged / "_summary.json").write_text(json.dumps(summary, default=str))
-    except BaseException:
-        discard_staged(staged)
-        raise
-    summary["staged"] = str(staged)
-    log.info("scored %s into %s: %s", day, staged, summary)
-    if return_ids:
-        return summary, loaded.item_map.ids.astype(str), day_ids
+        stats = scorer.write(chunks, stage / PART, generated_at or dt.datetime.now(dt.UTC))
+        summary = {
+            **dataclasses.asdict(stats),
+            "k": scorer.k,
+            "model_version": version,
+            "model": str(loaded.path),
+            "sessions_path": str(sessions_path),
+        }
+        (stage / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("scored %s into %s: %s", sessions_path, out_dir, summary)
     return summary
-
-
-def validate_staged(
-    staged: str | Path, checkpoint_path: str | Path, sessions_path: str | Path, store=None
-) -> dict:
-    """The Great Expectations suite `recommendations` (jobs/quality.py) on a staged table.
-
-    Its result is kept beside the data (`_validation.json`: readers skip names starting with
-    "_") and, with a `jobs.quality.QualityStore`, in the day's results and Data Docs. Raises
-    ValidationError naming the failing expectations.
-    """
-    from gru4rec import checkpoint as ckpt
-
-    loaded = ckpt.Checkpoint(checkpoint_path)
-    day_ids = session_ids(open_sessions(sessions_path))
-    return _validate(Path(staged), loaded.item_map.ids.astype(str), day_ids, store)
-
-
-def _validate(staged: Path, item_ids: np.ndarray, day_ids: np.ndarray, store=None) -> dict:
-    from jobs.quality import validate_recommendations_file
-
-    k = int(json.loads((staged / "_summary.json").read_text())["k"])
-    gx_result = validate_recommendations_file(staged / PART, day_ids, item_ids, k, store=store)
-    (staged / "_validation.json").write_text(json.dumps(gx_result["results"], default=str))
-    if not gx_result["success"]:
-        raise ValidationError(
-            f"Great Expectations suite 'recommendations' failed: {gx_result['failed']}"
-        )
-    return {"great_expectations": "passed"}
-
-
-def publish_staged(out_root: str | Path, day: str, staged: str | Path, summary: dict) -> dict:
-    """Point `<out_root>/dt=<day>` at the validated `staged` version (one atomic rename)."""
-    from gru4rec import publish
-
-    staged = Path(staged)
-    if not (staged / "_validation.json").exists():
-        raise ValidationError(f"{staged} was not validated: expected _validation.json beside it")
-    link = publish.publish(out_root, f"dt={day}", staged)
-    summary = {**summary, "path": str(link)}
-    summary.pop("staged", None)
-    log.info("published %s: %s", link, summary)
-    return summary
-
-
-def discard_staged(staged: str | Path) -> None:
-    import shutil
-
-    shutil.rmtree(staged, ignore_errors=True)

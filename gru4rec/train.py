@@ -21,11 +21,12 @@ from gru4rec import losses
 from gru4rec.batching import Schedule, apply_slot_changes, session_parallel
 from gru4rec.config import Config
 from gru4rec.data import ItemMap, SessionData
+from gru4rec.errors import ConfigError
 from gru4rec.losses import bpr_max_and_grad
 from gru4rec.model import GRU4RecModel, dropout_mask
 from gru4rec.optim import AdagradM
 from gru4rec.runtime import tune_allocator
-from gru4rec.sampling import SampleStore
+from gru4rec.sampling import SampleStore, sampling_weights
 
 log = logging.getLogger("gru4rec.train")
 
@@ -34,10 +35,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from jobs.common.errors import ConfigError
-
         raise ConfigError(f"device {name!r} requested, but torch finds no CUDA GPU")
     return torch.device(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Forward:
+    """What one step's forward pass leaves for its backward pass and updates."""
+
+    rows: torch.Tensor  # (R,) gathered item rows of [Wy | By]
+    out_rows: torch.Tensor  # (C, d + 1) the scored columns' rows
+    top: torch.Tensor  # (B, d) the last layer's output
+    saved: list  # per layer: x_in, h_prev, r, z, r * h_prev, c, dropout mask
+    embed_mask: torch.Tensor | None  # (B, d_in) input dropout mask
+    new_hidden: list  # per layer (B, h_i)
+    scores: torch.Tensor  # (B, C)
 
 
 @dataclasses.dataclass
@@ -63,7 +75,10 @@ class Trainer:
         model: GRU4RecModel | None = None,
         optimizer: AdagradM | None = None,
         epochs_done: int = 0,
+        sample_weights: np.ndarray | None = None,
     ) -> None:
+        """`sample_weights`: the extra negatives' weights in item index order (the pipeline's
+        popularity table); none: support^sample_alpha of `item_map`."""
         self.cfg = cfg
         self.item_map = item_map
         self.device = resolve_device(cfg.device)
@@ -80,17 +95,25 @@ class Trainer:
         self.history: list[EpochStats] = []
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * epochs_done + 1)
         support = np.maximum(item_map.support, 1)
-        self.store = (
-            SampleStore(
-                support, cfg.sample_alpha, cfg.n_sample, cfg.sample_store_size, self.device, gen
+        if sample_weights is None:
+            sample_weights = sampling_weights(support, cfg.sample_alpha)
+        elif len(sample_weights) != len(item_map) or not np.all(np.asarray(sample_weights) > 0):
+            raise ConfigError(
+                f"sample_weights: expected {len(item_map)} positive weights (one per item), "
+                f"found {len(sample_weights)}"
             )
+        self.store = (
+            SampleStore(sample_weights, cfg.n_sample, cfg.sample_store_size, self.device, gen)
             if cfg.n_sample > 0
             else None
         )
-        log_support = torch.as_tensor(np.log(support), dtype=torch.float32, device=self.device)
-        # logQ: in-batch targets come with frequency ~ support, the extra samples ~ support^alpha
-        self.logq_target = cfg.logq * log_support if cfg.logq > 0 else None
-        self.logq_sample = cfg.logq * cfg.sample_alpha * log_support if cfg.logq > 0 else None
+
+        # logQ: in-batch targets come with frequency ~ support, the extra samples ~ their weight
+        def log_of(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.log(values), dtype=torch.float32, device=self.device)
+
+        self.logq_target = cfg.logq * log_of(support) if cfg.logq > 0 else None
+        self.logq_sample = cfg.logq * log_of(sample_weights) if cfg.logq > 0 else None
         self._schedule: tuple[SessionData, Schedule] | None = None
         # Named views of the flat dense weights and of one flat gradient buffer: the backward
         # pass writes each gradient into its view, one optimizer step updates them all.
@@ -101,6 +124,8 @@ class Trainer:
         self._bias_mask = torch.ones(0, dtype=torch.bool)
 
     # -- one step -----------------------------------------------------------------------------
+    # Shapes: B rows in the mini-batch, S extra samples, C = B + S scored columns, d = the last
+    # layer's width, R gathered item rows (B + C in shared mode: inputs, then columns; else C).
     @torch.no_grad()
     def step(
         self,
@@ -115,48 +140,64 @@ class Trainer:
         is ~60 tensor operations instead of an autograd graph of ~150, which is what bounds
         the speed of these small matrices on a CPU (and the kernel launches on a GPU).
         """
-        cfg, model = self.cfg, self.model
         if sample is None and self.store is not None:
             sample = self.store.next()
-        cols = target if sample is None else torch.cat([target, sample])
-        m = inp.shape[0]
+        fwd = self._forward(inp, target, sample, hidden)
+        loss, d_scores = self._loss_and_grad(fwd.scores, target, sample)
+        d_table, d_x = self._output_backward(fwd, d_scores)
+        d_x = self._gru_backward(fwd, d_x)
+        self._update(fwd, inp, d_table, d_x)
+        return loss, fwd.new_hidden
+
+    def _forward(self, inp, target, sample, hidden) -> _Forward:
+        """Embed the inputs (B,), run the GRU layers, score the C columns: scores (B, C)."""
+        cfg, model = self.cfg, self.model
+        cols = target if sample is None else torch.cat([target, sample])  # (C,)
+        m, d_out = inp.shape[0], model.layers[-1]
         shared = cfg.embedding == "shared"
-        d_out = model.layers[-1]
         # one gather for the input embedding (shared mode) and the [Wy | By] output rows
-        rows = torch.cat([inp, cols]) if shared else cols
-        table = model.out_table.index_select(0, rows)
-        out_rows = table[m:] if shared else table  # (n, d + 1)
-        x = table[:m, :d_out] if shared else model.input_rows(inp)
+        rows = torch.cat([inp, cols]) if shared else cols  # (R,)
+        table = model.out_table.index_select(0, rows)  # (R, d + 1)
+        out_rows = table[m:] if shared else table  # (C, d + 1)
+        x = table[:m, :d_out] if shared else model.input_rows(inp)  # (B, d_in)
         embed_mask = None
         if cfg.dropout_p_embed > 0 and cfg.embedding != "onehot":
             embed_mask = dropout_mask(x, cfg.dropout_p_embed)
             x = x * embed_mask
-        # forward, keeping what the backward pass needs
-        w = self._dense
-        onehot = cfg.embedding == "onehot"
         saved: list[tuple] = []
         new_hidden = model.gru_layers(
-            x, hidden, w, cfg.dropout_p_hidden, True, x_projected=onehot, saved=saved
-        )
-        x = new_hidden[-1]
-        scores = torch.addmm(out_rows[:, d_out], x, out_rows[:, :d_out].t())
-        loss, d_scores = self._loss_and_grad(scores, target, sample)
-        # backward: output layer
-        grads = self._dense_grads
-        n_out = out_rows.shape[0]
-        d_table = torch.empty(rows.shape[0], d_out + 1, dtype=x.dtype, device=x.device)
-        d_out_rows = d_table[m:] if shared else d_table
-        torch.mm(d_scores.t(), x, out=d_out_rows[:, :d_out])  # d Wy rows
+            x, hidden, self._dense, cfg.dropout_p_hidden, True,
+            x_projected=cfg.embedding == "onehot", saved=saved,
+        )  # fmt: skip
+        top = new_hidden[-1]  # (B, d)
+        scores = torch.addmm(out_rows[:, d_out], top, out_rows[:, :d_out].t())  # (B, C)
+        return _Forward(rows, out_rows, top, saved, embed_mask, new_hidden, scores)
+
+    def _output_backward(
+        self, fwd: _Forward, d_scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the gathered [Wy | By] rows, d_table (R, d + 1), and of the top layer's
+        output, d_x (B, d)."""
+        m, d_out = fwd.top.shape
+        d_table = torch.empty(fwd.rows.shape[0], d_out + 1, dtype=fwd.top.dtype, device=self.device)
+        d_out_rows = d_table[m:] if self.cfg.embedding == "shared" else d_table  # (C, d + 1)
+        torch.mm(d_scores.t(), fwd.top, out=d_out_rows[:, :d_out])  # d Wy rows
         torch.sum(d_scores, dim=0, out=d_out_rows[:, d_out])  # d By rows
-        d_x = d_scores.mm(out_rows[:, :d_out])
-        # backward: GRU layers, last to first (no BPTT: h_prev is a constant)
-        for i in range(len(hidden) - 1, -1, -1):
-            h = model.layers[i]
-            x_in, h_prev, r, z, rh, c, mask = saved[i]
+        return d_table, d_scores.mm(fwd.out_rows[:, :d_out])
+
+    def _gru_backward(self, fwd: _Forward, d_x: torch.Tensor) -> torch.Tensor:
+        """Through the GRU layers, last to first (no BPTT: h_prev is a constant); fills the
+        dense gradients and returns the gradient of layer 0's input, (B, d_in) (one-hot: of
+        its Wx0 rows, (B, 3 h0))."""
+        w, grads = self._dense, self._dense_grads
+        onehot = self.cfg.embedding == "onehot"
+        for i in range(len(fwd.saved) - 1, -1, -1):
+            h = self.model.layers[i]
+            x_in, h_prev, r, z, rh, c, mask = fwd.saved[i]  # (B, in_i), then (B, h) each
             d_h = d_x * mask if mask is not None else d_x
             d_c = d_h * (1 - z)
             d_z = d_h * (h_prev - c)
-            d_vx = torch.empty(m, 3 * h, dtype=d_h.dtype, device=d_h.device)
+            d_vx = torch.empty(d_h.shape[0], 3 * h, dtype=d_h.dtype, device=d_h.device)  # r|z|c
             d_vc = torch.mul(d_c, 1 - c * c, out=d_vx[:, 2 * h :])
             torch.mul(d_z, z * (1 - z), out=d_vx[:, h : 2 * h])
             d_rh = d_vc.mm(w[f"Wh_c{i}"].t())
@@ -169,21 +210,24 @@ class Trainer:
             else:
                 torch.mm(x_in.t(), d_vx, out=grads[f"Wx{i}"])
                 d_x = d_vx.mm(w[f"Wx{i}"].t())
-        if embed_mask is not None:
-            d_x = d_x * embed_mask
-        # updates
-        opt = self.optimizer
+        if fwd.embed_mask is not None:
+            d_x = d_x * fwd.embed_mask
+        return d_x
+
+    def _update(self, fwd: _Forward, inp, d_table: torch.Tensor, d_x: torch.Tensor) -> None:
+        """One optimizer step on the dense weights and on the touched item rows only."""
+        opt, model = self.optimizer, self.model
         opt.dense_step("dense", model.dense, self._dense_grad_flat)
-        if shared:  # Wy is both the input embedding and the output matrix
+        if self.cfg.embedding == "shared":  # Wy is both the input embedding and the output
+            m, d_out = d_x.shape
             d_table[:m, :d_out] = d_x
             d_table[:m, d_out] = 0.0
-            bias_touched = self._bias_touched(m, n_out)
-            opt.sparse_step("WyBy", model.out_table, rows, d_table, bias_touched)
+            bias_touched = self._bias_touched(m, fwd.out_rows.shape[0])
+            opt.sparse_step("WyBy", model.out_table, fwd.rows, d_table, bias_touched)
         else:
-            opt.sparse_step("WyBy", model.out_table, rows, d_table)
-            name = "E" if cfg.embedding == "separate" else "Wx0"
+            opt.sparse_step("WyBy", model.out_table, fwd.rows, d_table)
+            name = "E" if self.cfg.embedding == "separate" else "Wx0"
             opt.sparse_step(name, model.sparse[name], inp, d_x)
-        return loss, new_hidden
 
     def _bias_touched(self, m: int, n: int) -> torch.Tensor:
         """Occurrence mask over cat(inputs, columns): only scored columns touch By."""

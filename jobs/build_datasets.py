@@ -16,44 +16,23 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
-from jobs.common.lake import FS, Lake, publish_dir, staging, write_summary
+from jobs.common.fs import FS, publish_dir, staging, write_summary
+from jobs.common.lake import DT, SPLITS, Lake
+from jobs.common.settings import DatasetSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import midnight_utc
 
 log = logging.getLogger("jobs.build_datasets")
 
-DATASET_COLUMNS = ["session_id", "user_id", "item_id", "ts", "seq"]
-SPLITS = ("train", "train_tr", "valid", "test")
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """What the filter and the split keep; defaults are the published benchmarks' settings."""
-
-    window_days: int = 30
-    test_days: int = 1
-    valid_days: int = 1
-    min_session_length: int = 2
-    min_item_support: int = 5
-    max_passes: int = 100
-
-    def __post_init__(self) -> None:
-        if self.test_days < 1 or self.valid_days < 1:
-            raise ConfigError(f"test_days and valid_days must be >= 1, found {self}")
-        if self.window_days <= self.test_days + self.valid_days:
-            raise ConfigError(
-                f"window_days ({self.window_days}) must exceed test_days + valid_days "
-                f"({self.test_days + self.valid_days}) to leave data to train on"
-            )
-        if self.min_session_length < 1 or self.min_item_support < 1:
-            raise ConfigError(f"minimum lengths and supports must be >= 1, found {self}")
+DATASET_COLUMNS = C.DATASET.columns
 
 
 # Sets of keys up to this size are broadcast to every task; larger ones use a shuffle join.
@@ -158,7 +137,7 @@ class SplitSpec:
 
 def split_specs(
     keys: DataFrame,
-    cfg: DatasetConfig,
+    cfg: DatasetSettings,
     test_split: dt.datetime,
     valid_split: dt.datetime,
 ) -> tuple[dict[str, SplitSpec], int]:
@@ -206,12 +185,12 @@ def read_sessions(
     """Sessions of the window ending on `day`; returns them and the list of missing days."""
     fs = FS(spark)
     days = [day - dt.timedelta(days=i) for i in range(window_days - 1, -1, -1)]
-    present = [d for d in days if fs.exists(f"{lake.sessions}/dt={d}")]
+    present = [d for d in days if fs.exists(lake.sessions_day(d))]
     missing = [str(d) for d in days if d not in present]
     if not present:
         raise NoInputError(f"no sessions in the window {days[0]}..{day} under {lake.sessions}")
-    paths = [f"{lake.sessions}/dt={d}" for d in present]
-    df = spark.read.option("basePath", lake.sessions).parquet(*paths).drop("dt")
+    paths = [lake.sessions_day(d) for d in present]
+    df = spark.read.option("basePath", lake.sessions).parquet(*paths).drop(DT)
     return df, missing
 
 
@@ -229,10 +208,11 @@ def _stats(df: DataFrame, sessions: int) -> dict:
 
 
 def run_build_datasets(
-    spark: SparkSession, lake: Lake, day: dt.date, cfg: DatasetConfig = DatasetConfig()
+    spark: SparkSession, lake: Lake, day: dt.date, cfg: DatasetSettings | None = None
 ) -> dict:
     """Build and publish `datasets/run=day`; return the summary."""
     t0 = time.monotonic()
+    cfg = cfg or DatasetSettings()
     fs = FS(spark)
     sessions, missing = read_sessions(spark, lake, day, cfg.window_days)
     if missing:
@@ -249,7 +229,7 @@ def run_build_datasets(
         keys.unpersist()
     log.info("filtered in %d passes and split: %.1f s", passes, time.monotonic() - t0)
 
-    with staging(fs, lake.path("datasets")) as stage:
+    with staging(fs, lake.datasets) as stage:
         keyed = with_keys(events, salt)
         for name in SPLITS:
             specs[name].select(keyed).select(*DATASET_COLUMNS).write.parquet(f"{stage}/{name}")
@@ -265,11 +245,11 @@ def run_build_datasets(
                     f"({stats_in['events']} session events in the window): "
                     "widen --window-days or check the input"
                 )
-        publish_dir(fs, stage, lake.datasets(str(day)))
+        publish_dir(fs, stage, lake.datasets_run(day))
     summary = {
         "job": "build_datasets",
         "run": str(day),
-        "config": cfg.__dict__,
+        "config": asdict(cfg),
         "window": [str(day - dt.timedelta(days=cfg.window_days - 1)), str(day)],
         "missing_days": missing,
         "input": stats_in,
@@ -279,14 +259,14 @@ def run_build_datasets(
         "splits": out_stats,
         "seconds": round(time.monotonic() - t0, 2),
     }
-    write_summary(fs, lake.path("datasets"), str(day), summary)
+    write_summary(fs, lake.datasets, str(day), summary)
     return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.build_datasets", __doc__.splitlines()[0])
     parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
-    defaults = DatasetConfig()
+    defaults = DatasetSettings()
     parser.add_argument("--window-days", type=int, default=defaults.window_days)
     parser.add_argument("--test-days", type=int, default=defaults.test_days)
     parser.add_argument("--valid-days", type=int, default=defaults.valid_days)
@@ -294,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-item-support", type=int, default=defaults.min_item_support)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    cfg = DatasetConfig(
+    cfg = DatasetSettings(
         window_days=args.window_days,
         test_days=args.test_days,
         valid_days=args.valid_days,

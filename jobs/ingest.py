@@ -23,16 +23,23 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError, SchemaError
-from jobs.common.lake import FS, Lake, publish_partitions, staging, write_summary
+from jobs.common.fs import FS, publish_partitions, staging, write_summary
+from jobs.common.lake import DATE_TOKEN, DT, Lake
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before, midnight_utc, utc
-from jobs.sources import PRESETS, SourceMapping, load_mapping
+from jobs.sources import (
+    PRESETS,
+    SourceMapping,
+    add_mapping_arguments,
+    mapping_from_args,
+)
 
 log = logging.getLogger("jobs.ingest")
 
-EVENT_COLUMNS = ["user_id", "item_id", "ts", "event_type", "tiebreak"]
+EVENT_COLUMNS = C.EVENTS.columns
 
 # Quarantine reasons, checked in this order (a row gets the first that applies).
 REASONS = (
@@ -188,7 +195,7 @@ def valid_events(tagged_df: DataFrame) -> DataFrame:
         tagged_df.filter(F.col("status") == OK)
         .select(*EVENT_COLUMNS)
         .dropDuplicates(EVENT_COLUMNS)
-        .withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
+        .withColumn(DT, F.date_format("ts", "yyyy-MM-dd"))
     )
 
 
@@ -197,13 +204,10 @@ def quarantined(tagged_df: DataFrame, window: Window, fallback_dt: str) -> DataF
     in_window = (F.col("ts") >= F.lit(window.start)) & (F.col("ts") < F.lit(window.end))
     return tagged_df.filter(~F.col("status").isin(OK, FILTERED)).select(
         F.col("status").alias("reason"),
-        "raw",
-        "user_id",
-        "item_id",
-        "ts",
+        *C.QUARANTINE.columns[1:],
         F.when(in_window, F.date_format("ts", "yyyy-MM-dd"))
         .otherwise(F.lit(fallback_dt))
-        .alias("dt"),
+        .alias(DT),
     )
 
 
@@ -223,6 +227,34 @@ def resolve_window(
 
 def _dates(first: dt.date, last: dt.date) -> list[str]:
     return [str(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
+
+
+def _date_span(tagged: DataFrame, window: Window) -> tuple[dt.date, dt.date]:
+    """First and last date of the accepted rows (none: the window's last day)."""
+    span = (
+        tagged.filter(F.col("status") == OK)
+        .agg(F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi"))
+        .first()
+    )
+    if span["lo"] is None:  # nothing valid: file everything under the window's last day
+        fallback = (window.end - dt.timedelta(microseconds=1)).date()
+        return fallback, fallback
+    return span["lo"], span["hi"]
+
+
+def _counts_summary(counts: dict, events_out: int) -> dict:
+    """Rows in, events out and every removal by reason: the summary's counts."""
+    rows_in = sum(counts.values())
+    quarantined = sum(counts.get(r, 0) for r in REASONS)
+    return {
+        "rows_in": rows_in,
+        "events_out": events_out,
+        "duplicates_dropped": counts.get(OK, 0) - events_out,
+        "filtered_event_type": counts.get(FILTERED, 0),
+        "quarantined": {r: counts[r] for r in REASONS if counts.get(r)},
+        "quarantined_total": quarantined,
+        "quarantine_share": round(quarantined / rows_in, 6),
+    }
 
 
 def run_ingest(
@@ -253,38 +285,23 @@ def run_ingest(
         if rows_in == 0:
             raise NoInputError(f"input {input_path} has no rows")
         if start is None or end is None:
-            span = (
-                tagged.filter(F.col("status") == OK)
-                .agg(F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi"))
-                .first()
-            )
-            if span["lo"] is None:  # nothing valid: file everything under the window's last day
-                fallback = (window.end - dt.timedelta(microseconds=1)).date()
-                span = {"lo": fallback, "hi": fallback}
-            start = start or span["lo"]
-            end = end or span["hi"]
+            lo, hi = _date_span(tagged, window)
+            start, end = start or lo, end or hi
         dates = _dates(start, end)
 
-        valid_events(tagged).write.partitionBy("dt").parquet(events_stage)
+        valid_events(tagged).write.partitionBy(DT).parquet(events_stage)
         log.info("wrote events: %.1f s", time.monotonic() - t0)
-        quarantined(tagged, window, dates[-1]).write.partitionBy("dt").parquet(quarantine_stage)
+        quarantined(tagged, window, dates[-1]).write.partitionBy(DT).parquet(quarantine_stage)
         events_out = spark.read.parquet(events_stage).count()
-        publish_partitions(fs, events_stage, lake.events, "dt", dates)
-        publish_partitions(fs, quarantine_stage, lake.quarantine, "dt", dates)
+        publish_partitions(fs, events_stage, lake.events, DT, dates)
+        publish_partitions(fs, quarantine_stage, lake.quarantine, DT, dates)
 
-    accepted = counts.get(OK, 0)
     summary = {
         "job": "ingest",
         "input": input_path,
         "dates": [dates[0], dates[-1]],
         "window": [str(window.start), str(window.end)],
-        "rows_in": rows_in,
-        "events_out": events_out,
-        "duplicates_dropped": accepted - events_out,
-        "filtered_event_type": counts.get(FILTERED, 0),
-        "quarantined": {r: counts[r] for r in REASONS if counts.get(r)},
-        "quarantined_total": sum(counts.get(r, 0) for r in REASONS),
-        "quarantine_share": round(sum(counts.get(r, 0) for r in REASONS) / rows_in, 6),
+        **_counts_summary(counts, events_out),
         "seconds": round(time.monotonic() - t0, 2),
     }
     key = dates[0] if len(dates) == 1 else f"{dates[0]}_{dates[-1]}"
@@ -314,49 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with a '{ds}' input: also ingest each of the N-1 days before --date that was "
         "never ingested and has a delivery (a first run fills its training window)",
     )
-    group = parser.add_argument_group("mapping overrides (win over --preset and --mapping)")
-    group.add_argument("--format", choices=["csv", "parquet"])
-    group.add_argument("--sep", help="CSV field separator, e.g. ',' or '\\t'")
-    group.add_argument("--no-header", dest="header", action="store_const", const=False)
-    group.add_argument("--csv-columns", help="comma-separated names for a header-less CSV")
-    group.add_argument("--user-col")
-    group.add_argument("--item-col")
-    group.add_argument("--ts-col")
-    group.add_argument("--ts-unit", choices=["auto", "s", "ms", "us", "iso"])
-    group.add_argument("--event-type-col")
-    group.add_argument("--tiebreak-col")
-    group.add_argument("--keep-event-types", help="comma-separated event types to keep")
-    group.add_argument("--min-ts", help="earliest sane timestamp (UTC, ISO)")
-    group.add_argument("--max-ts", help="latest sane timestamp, exclusive (UTC, ISO)")
+    add_mapping_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.date and (args.start or args.end):
         parser.error("give --date or --start/--end, not both")
-    start = args.date or args.start
-    end = args.date or args.end
-
-    def split(value: str | None) -> list[str] | None:
-        return [v.strip() for v in value.split(",")] if value else None
-
-    mapping = load_mapping(args.preset, args.mapping).override(
-        format=args.format,
-        sep=args.sep.encode().decode("unicode_escape") if args.sep else None,
-        header=args.header,
-        csv_columns=split(args.csv_columns),
-        user_col=args.user_col,
-        item_col=args.item_col,
-        ts_col=args.ts_col,
-        ts_unit=args.ts_unit,
-        event_type_col=args.event_type_col,
-        tiebreak_col=args.tiebreak_col,
-        keep_event_types=split(args.keep_event_types),
-        min_ts=args.min_ts,
-        max_ts=args.max_ts,
-    )
+    mapping = mapping_from_args(args)
     spark = get_spark("ingest", args.master, dict(args.conf))
     lake = Lake(args.lake)
     if DATE_TOKEN not in args.input:
-        run_ingest(spark, args.input, lake, mapping, start, end)
+        run_ingest(spark, args.input, lake, mapping, args.date or args.start, args.date or args.end)
         return 0
     if not args.date:
         parser.error(f"an --input with {DATE_TOKEN} needs --date")
@@ -364,9 +348,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for day in [*days, args.date]:
         run_ingest(spark, delivery(args.input, day), lake, mapping, day, day)
     return 0
-
-
-DATE_TOKEN = "{ds}"
 
 
 def delivery(template: str, day: dt.date) -> str:
@@ -379,7 +360,7 @@ def catch_up_days(fs: FS, lake: Lake, template: str, day: dt.date, n: int) -> li
     partition) whose delivery exists, oldest first."""
     out = []
     for d in days_before(day, n):
-        done = fs.exists(f"{lake.events}/dt={d}") or fs.exists(f"{lake.quarantine}/dt={d}")
+        done = fs.exists(lake.events_day(d)) or fs.exists(lake.quarantine_day(d))
         if not done and fs.exists(delivery(template, d)):
             out.append(d)
     if out:

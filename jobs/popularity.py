@@ -2,7 +2,9 @@
 
 Output under `datasets/run=D/`:
 - items/:      item_id string, item_idx int (0..n-1), support bigint (train events)
-- popularity/: item_idx, item_id, support, weight = support^alpha, cdf (cumulative share, last 1.0)
+- popularity/: item_idx, item_id, support, weight = support^alpha, cdf (cumulative share, last
+  1.0), alpha: the sampling distribution training draws its extra negatives from (the table
+  records its own alpha, so what ran is what it says)
 item_idx orders items by support (descending), then item_id: deterministic for the same train set.
 """
 
@@ -15,9 +17,12 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
-from jobs.common.errors import ConfigError, NoInputError
-from jobs.common.lake import FS, Lake, publish_dir, staging, write_summary
+from jobs.common.errors import NoInputError
+from jobs.common.fs import FS, publish_dir, staging, write_summary
+from jobs.common.lake import Lake
+from jobs.common.settings import PopularitySettings
 from jobs.common.spark import get_spark
 
 log = logging.getLogger("jobs.popularity")
@@ -34,8 +39,7 @@ def item_index(train_df: DataFrame) -> DataFrame:
 
 def popularity(items_df: DataFrame, alpha: float) -> DataFrame:
     """Sampling weight support^alpha and its cumulative distribution in item_idx order."""
-    if alpha < 0:
-        raise ConfigError(f"alpha must be >= 0, found {alpha}")
+    alpha = PopularitySettings(alpha).alpha  # validated
     weighted = items_df.withColumn("weight", F.pow(F.col("support").cast("double"), F.lit(alpha)))
     running = Window.orderBy("item_idx").rowsBetween(Window.unboundedPreceding, Window.currentRow)
     total = weighted.agg(F.sum("weight")).first()[0]
@@ -45,17 +49,21 @@ def popularity(items_df: DataFrame, alpha: float) -> DataFrame:
         "support",
         "weight",
         (F.sum("weight").over(running) / F.lit(total)).alias("cdf"),
-    )
+        F.lit(float(alpha)).alias("alpha"),
+    ).select(*C.POPULARITY.columns)
 
 
-def run_popularity(spark: SparkSession, lake: Lake, day, alpha: float = 0.5) -> dict:
+def run_popularity(
+    spark: SparkSession, lake: Lake, day, alpha: float = PopularitySettings.alpha
+) -> dict:
     """Build and publish `items/` and `popularity/` of `datasets/run=day`; return the summary."""
     t0 = time.monotonic()
     fs = FS(spark)
-    run_dir = lake.datasets(str(day))
-    if not fs.exists(f"{run_dir}/train"):
-        raise NoInputError(f"no train split at {run_dir}/train: run build_datasets first")
-    train = spark.read.parquet(f"{run_dir}/train")
+    run_dir = lake.datasets_run(day)
+    train_path = lake.split(day, "train")
+    if not fs.exists(train_path):
+        raise NoInputError(f"no train split at {train_path}: run build_datasets first")
+    train = spark.read.parquet(train_path)
     with staging(fs, run_dir) as stage:
         items = item_index(train).localCheckpoint(eager=True)
         items.coalesce(1).sortWithinPartitions("item_idx").write.parquet(f"{stage}/items")
@@ -73,8 +81,8 @@ def run_popularity(spark: SparkSession, lake: Lake, day, alpha: float = 0.5) -> 
             )
             .first()
         )
-        for name in ("items", "popularity"):
-            publish_dir(fs, f"{stage}/{name}", f"{run_dir}/{name}")
+        publish_dir(fs, f"{stage}/items", lake.items(day))
+        publish_dir(fs, f"{stage}/popularity", lake.popularity(day))
     summary = {
         "job": "popularity",
         "run": str(day),
@@ -87,7 +95,7 @@ def run_popularity(spark: SparkSession, lake: Lake, day, alpha: float = 0.5) -> 
         "cdf_last": check["cdf_last"],
         "seconds": round(time.monotonic() - t0, 2),
     }
-    write_summary(fs, lake.path("datasets"), f"{day}.popularity", summary)
+    write_summary(fs, lake.datasets, f"{day}.popularity", summary)
     return summary
 
 
@@ -95,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.popularity", __doc__.splitlines()[0])
     parser.add_argument("--date", type=parse_date, required=True, help="dataset run date")
     parser.add_argument(
-        "--alpha", type=float, default=0.5, help="sampling exponent: 0 uniform, 1 popularity"
+        "--alpha",
+        type=float,
+        default=PopularitySettings.alpha,
+        help="sampling exponent: 0 uniform, 1 popularity",
     )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

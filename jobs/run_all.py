@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import Sequence
 
-from jobs.build_datasets import DatasetConfig, run_build_datasets
+from jobs.build_datasets import run_build_datasets
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.lake import Lake
+from jobs.common.settings import DatasetSettings, PopularitySettings, SessionizeSettings
 from jobs.common.spark import get_spark
 from jobs.ingest import run_ingest
 from jobs.popularity import run_popularity
-from jobs.sessionize import run_sessionize
+from jobs.sessionize import add_settings_arguments, run_sessionize, settings_from_args
 from jobs.sources import PRESETS, load_mapping
 
 log = logging.getLogger("jobs.run_all")
@@ -27,9 +28,9 @@ def run_all(
     lake: Lake,
     mapping,
     day: dt.date,
-    cfg: DatasetConfig,
-    alpha: float = 0.5,
-    max_events_per_user_day: int | None = 10_000,
+    cfg: DatasetSettings,
+    alpha: float = PopularitySettings.alpha,
+    sessionize: SessionizeSettings | None = None,
 ) -> dict:
     """Every stage for the window ending on `day`; returns {stage: summary} with timings."""
     first = day - dt.timedelta(days=cfg.window_days - 1)
@@ -38,9 +39,7 @@ def run_all(
     out["ingest"] = run_ingest(spark, input_path, lake, mapping, first, day)
     out["ingest"]["wall_seconds"] = round(time.monotonic() - t, 2)
     t = time.monotonic()
-    out["sessionize"] = run_sessionize(
-        spark, lake, first, max_events_per_user_day=max_events_per_user_day, last_day=day
-    )
+    out["sessionize"] = run_sessionize(spark, lake, first, sessionize, last_day=day)
     out["sessionize"]["wall_seconds"] = round(time.monotonic() - t, 2)
     t = time.monotonic()
     out["build_datasets"] = run_build_datasets(spark, lake, day, cfg)
@@ -57,14 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS))
     parser.add_argument("--mapping", help="JSON file with SourceMapping keys")
     parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
-    parser.add_argument("--window-days", type=int, default=DatasetConfig.window_days)
-    parser.add_argument("--test-days", type=int, default=DatasetConfig.test_days)
-    parser.add_argument("--valid-days", type=int, default=DatasetConfig.valid_days)
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--max-events-per-user-day", type=int, default=10_000)
+    parser.add_argument("--window-days", type=int, default=DatasetSettings.window_days)
+    parser.add_argument("--test-days", type=int, default=DatasetSettings.test_days)
+    parser.add_argument("--valid-days", type=int, default=DatasetSettings.valid_days)
+    parser.add_argument("--alpha", type=float, default=PopularitySettings.alpha)
+    add_settings_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    cfg = DatasetConfig(
+    cfg = DatasetSettings(
         window_days=args.window_days, test_days=args.test_days, valid_days=args.valid_days
     )
     spark = get_spark("run_all", args.master, dict(args.conf))
@@ -76,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.date,
         cfg,
         args.alpha,
-        args.max_events_per_user_day or None,
+        settings_from_args(args),
     )
     log.info("stages: %s", json.dumps(result, default=str)[:2000])
     return 0

@@ -9,6 +9,7 @@ a session that runs past midnight keeps the events its start day holds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -17,15 +18,18 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
-from jobs.common.lake import FS, Lake, publish_partitions, staging, write_summary
+from jobs.common.fs import FS, publish_partitions, staging, write_summary
+from jobs.common.lake import DT, Lake
+from jobs.common.settings import SessionizeSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before
 
 log = logging.getLogger("jobs.sessionize")
 
-SESSION_COLUMNS = ["session_id", "user_id", "item_id", "ts", "seq"]
+SESSION_COLUMNS = C.SESSIONS.columns
 
 
 def _event_order(df: DataFrame) -> list:
@@ -44,7 +48,9 @@ def session_id_col(user_col: str = "user_id", start_col: str = "session_start") 
 
 
 def sessionize(
-    events_df: DataFrame, gap_seconds: int = 1800, remove_repeats: bool = True
+    events_df: DataFrame,
+    gap_seconds: int = SessionizeSettings.gap_seconds,
+    remove_repeats: bool = SessionizeSettings.remove_repeats,
 ) -> DataFrame:
     """Assign sessions per user: a gap of MORE than `gap_seconds` starts a new one.
 
@@ -89,7 +95,7 @@ def sessions_starting_in(sessions_df: DataFrame, first: dt.date, last: dt.date) 
     """Keep the sessions whose first event falls in [first, last] (UTC), with their `dt`."""
     start_day = F.to_date("session_start")
     return sessions_df.filter(start_day.between(F.lit(first), F.lit(last))).select(
-        *SESSION_COLUMNS, F.date_format(start_day, "yyyy-MM-dd").alias("dt")
+        *SESSION_COLUMNS, F.date_format(start_day, "yyyy-MM-dd").alias(DT)
     )
 
 
@@ -100,20 +106,37 @@ def read_events(
     fs = FS(spark)
     n = (last - first).days + lookback_days
     wanted = [last - dt.timedelta(days=i) for i in range(n, -1, -1)]
-    paths = [f"{lake.events}/dt={d}" for d in wanted if fs.exists(f"{lake.events}/dt={d}")]
-    if not paths or not paths[-1].endswith(f"dt={last}"):
-        raise NoInputError(f"no events for {last}: expected {lake.events}/dt={last}")
-    return spark.read.option("basePath", lake.events).parquet(*paths).drop("dt")
+    paths = [lake.events_day(d) for d in wanted if fs.exists(lake.events_day(d))]
+    if not paths or paths[-1] != lake.events_day(last):
+        raise NoInputError(f"no events for {last}: expected {lake.events_day(last)}")
+    return spark.read.option("basePath", lake.events).parquet(*paths).drop(DT)
+
+
+def drop_heavy_users(
+    events: DataFrame, events_in: DataFrame, max_events_per_user_day: int
+) -> tuple[DataFrame, dict]:
+    """Events without the users above the daily cap (0: no cap), and what that removed of D."""
+    capped = {"events": 0, "users": 0}
+    if not max_events_per_user_day:
+        return events, capped
+    heavy = heavy_users(events, max_events_per_user_day).localCheckpoint(eager=True)
+    if not heavy.count():  # usually none: skip the joins and the extra scan
+        return events, capped
+    capped = (
+        events_in.join(F.broadcast(heavy), "user_id", "left_semi")
+        .agg(F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users"))
+        .first()
+        .asDict()
+    )
+    log.warning("dropped %s users above %s events a day", capped["users"], max_events_per_user_day)
+    return events.join(F.broadcast(heavy), "user_id", "left_anti"), capped
 
 
 def run_sessionize(
     spark: SparkSession,
     lake: Lake,
     day: dt.date,
-    gap_seconds: int = 1800,
-    lookback_days: int = 1,
-    remove_repeats: bool = True,
-    max_events_per_user_day: int | None = None,
+    settings: SessionizeSettings | None = None,
     last_day: dt.date | None = None,
 ) -> dict:
     """Sessionize `day` (or every day of [day, last_day] in one pass) and publish each
@@ -123,30 +146,19 @@ def run_sessionize(
     to the previous event, which the lookback provides for the range's first day.
     """
     t0 = time.monotonic()
+    settings = settings or SessionizeSettings()
     fs = FS(spark)
     last = last_day or day
     if last < day:
         raise ConfigError(f"last_day {last} is before day {day}")
-    events = read_events(spark, lake, day, last, lookback_days)
+    events = read_events(spark, lake, day, last, settings.lookback_days)
     events_in = events.filter(F.to_date("ts").between(F.lit(day), F.lit(last)))
-    capped = {"events": 0, "users": 0}
-    kept = events
-    if max_events_per_user_day:
-        heavy = heavy_users(events, max_events_per_user_day).localCheckpoint(eager=True)
-        if heavy.count():  # usually none: skip the joins and the extra scan
-            kept = events.join(F.broadcast(heavy), "user_id", "left_anti")
-            capped = (
-                events_in.join(F.broadcast(heavy), "user_id", "left_semi")
-                .agg(F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users"))
-                .first()
-                .asDict()
-            )
-            log.warning(
-                "dropped %s users above %s events a day", capped["users"], max_events_per_user_day
-            )
-    sessions = sessions_starting_in(sessionize(kept, gap_seconds, remove_repeats), day, last)
+    kept, capped = drop_heavy_users(events, events_in, settings.max_events_per_user_day)
+    sessions = sessionize(kept, settings.gap_seconds, settings.remove_repeats)
+    sessions = sessions_starting_in(sessions, day, last)
+    days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
     with staging(fs, lake.sessions) as stage:
-        sessions.write.partitionBy("dt").parquet(stage)
+        sessions.write.partitionBy(DT).parquet(stage)
         events_in_count = events_in.count()
         out = (
             spark.read.parquet(stage)
@@ -158,15 +170,11 @@ def run_sessionize(
             )
             .first()
         )
-        days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
-        publish_partitions(fs, stage, lake.sessions, "dt", days)
+        publish_partitions(fs, stage, lake.sessions, DT, days)
     summary = {
         "job": "sessionize",
         "dates": [days[0], days[-1]],
-        "gap_seconds": gap_seconds,
-        "lookback_days": lookback_days,
-        "remove_repeats": remove_repeats,
-        "max_events_per_user_day": max_events_per_user_day,
+        **dataclasses.asdict(settings),
         "events_in": events_in_count,
         "users_out": out["users"],
         "capped_users": capped["users"],
@@ -181,7 +189,40 @@ def run_sessionize(
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def add_settings_arguments(parser) -> None:
+    """The sessionize settings as options, their defaults from SessionizeSettings."""
+    d = SessionizeSettings()
+    parser.add_argument("--gap-seconds", type=int, default=d.gap_seconds, help="inactivity gap")
+    parser.add_argument(
+        "--lookback-days",
+        type=int,
+        default=d.lookback_days,
+        help="days read before --date for continuity",
+    )
+    parser.add_argument(
+        "--keep-repeats",
+        action="store_true",
+        default=not d.remove_repeats,
+        help="keep immediate repeats (i, i, j); by default they collapse to (i, j)",
+    )
+    parser.add_argument(
+        "--max-events-per-user-day",
+        type=int,
+        default=d.max_events_per_user_day,
+        help="drop users above this many events in a day (bots); 0 disables",
+    )
+
+
+def settings_from_args(args) -> SessionizeSettings:
+    return SessionizeSettings(
+        gap_seconds=args.gap_seconds,
+        lookback_days=args.lookback_days,
+        remove_repeats=not args.keep_repeats,
+        max_events_per_user_day=args.max_events_per_user_day,
+    )
+
+
+def build_parser():
     parser = base_parser("python -m jobs.sessionize", __doc__.splitlines()[0])
     parser.add_argument("--date", type=parse_date, required=True, help="day to sessionize")
     parser.add_argument(
@@ -194,32 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also sessionize each of the N-1 days before --date that has events but no "
         "sessions yet (a first run fills its training window)",
     )
-    parser.add_argument("--gap-seconds", type=int, default=1800, help="inactivity gap")
-    parser.add_argument(
-        "--lookback-days", type=int, default=1, help="days read before --date for continuity"
-    )
-    parser.add_argument(
-        "--keep-repeats",
-        action="store_true",
-        help="keep immediate repeats (i, i, j); by default they collapse to (i, j)",
-    )
-    parser.add_argument(
-        "--max-events-per-user-day",
-        type=int,
-        default=10_000,
-        help="drop users above this many events in a day (bots); 0 disables",
-    )
-    args = parser.parse_args(argv)
+    add_settings_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    if args.lookback_days < 0:
-        parser.error("--lookback-days must be >= 0")
+    settings = settings_from_args(args)
     spark = get_spark("sessionize", args.master, dict(args.conf))
     lake = Lake(args.lake)
     fs = FS(spark)
     catch_up = [
         d
         for d in days_before(args.date, args.catch_up_days)
-        if fs.exists(f"{lake.events}/dt={d}") and not fs.exists(f"{lake.sessions}/dt={d}")
+        if fs.exists(lake.events_day(d)) and not fs.exists(lake.sessions_day(d))
     ]
     if catch_up:
         log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
@@ -227,16 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # of sessions spanning it, which a per-day run never reads, and the partitions would differ.
     ranges = [(d, d) for d in catch_up] + [(args.date, args.until)]
     for first, last in ranges:
-        run_sessionize(
-            spark,
-            lake,
-            first,
-            gap_seconds=args.gap_seconds,
-            lookback_days=args.lookback_days,
-            remove_repeats=not args.keep_repeats,
-            max_events_per_user_day=args.max_events_per_user_day or None,
-            last_day=last,
-        )
+        run_sessionize(spark, lake, first, settings, last_day=last)
     return 0
 
 

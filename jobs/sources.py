@@ -146,3 +146,44 @@ def load_mapping(preset: str | None, mapping_file: str | None) -> SourceMapping:
             raise ConfigError(f"mapping file {mapping_file} must hold a JSON object")
         mapping = mapping.override(**changes)
     return mapping
+
+
+def add_mapping_arguments(parser) -> None:
+    """The mapping's fields as command-line overrides (they win over a preset and a file)."""
+    group = parser.add_argument_group("mapping overrides (win over --preset and --mapping)")
+    group.add_argument("--format", choices=["csv", "parquet"])
+    group.add_argument("--sep", help="CSV field separator, e.g. ',' or '\\t'")
+    group.add_argument("--no-header", dest="header", action="store_const", const=False)
+    group.add_argument("--csv-columns", help="comma-separated names for a header-less CSV")
+    group.add_argument("--user-col")
+    group.add_argument("--item-col")
+    group.add_argument("--ts-col")
+    group.add_argument("--ts-unit", choices=["auto", "s", "ms", "us", "iso"])
+    group.add_argument("--event-type-col")
+    group.add_argument("--tiebreak-col")
+    group.add_argument("--keep-event-types", help="comma-separated event types to keep")
+    group.add_argument("--min-ts", help="earliest sane timestamp (UTC, ISO)")
+    group.add_argument("--max-ts", help="latest sane timestamp, exclusive (UTC, ISO)")
+
+
+def mapping_from_args(args) -> SourceMapping:
+    """--preset, then --mapping, then the override flags."""
+
+    def split(value: str | None) -> list[str] | None:
+        return [v.strip() for v in value.split(",")] if value else None
+
+    return load_mapping(args.preset, args.mapping).override(
+        format=args.format,
+        sep=args.sep.encode().decode("unicode_escape") if args.sep else None,
+        header=args.header,
+        csv_columns=split(args.csv_columns),
+        user_col=args.user_col,
+        item_col=args.item_col,
+        ts_col=args.ts_col,
+        ts_unit=args.ts_unit,
+        event_type_col=args.event_type_col,
+        tiebreak_col=args.tiebreak_col,
+        keep_event_types=split(args.keep_event_types),
+        min_ts=args.min_ts,
+        max_ts=args.max_ts,
+    )

@@ -1,1 +1,2 @@
-"""Shared plumbing for the Spark jobs: session factory, lake paths, atomic publish, summaries."""
+"""Shared by every part of the pipeline: the lake layout, data contracts, settings, Hadoop file
+system + staging + publish, errors, the CLI wrapper, the Spark session, time utilities."""

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from jobs.common.errors import PipelineError
+from jobs.common.lake import default_root
 
 log = logging.getLogger("jobs")
 
@@ -37,7 +38,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--lake", default="var/lake", help="lake root (local path or any Hadoop URI)"
+        "--lake",
+        default=default_root(),
+        help="lake root (local path or any Hadoop URI); default GRU4REC_LAKE, else var/lake",
     )
     parser.add_argument(
         "--master",

@@ -1,176 +1,193 @@
-"""Filesystem operations through Hadoop's FileSystem API, so local paths, HDFS and object stores
-all work the same; and the staging -> publish step every job uses."""
+"""THE lake layout: every path of DESIGN.md's lake, in one place, for local paths and URIs.
+
+Jobs, steps, reports and tests ask a `Lake` for paths; nobody else writes `dt=` or `run=`.
+Pure Python (no Spark, no I/O), so the DAG can build paths while it is parsed.
+
+    raw/dt=D/                      default delivery of day D (`raw_template`)
+    events/dt=D/  quarantine/dt=D/  sessions/dt=D/      (+ `<dataset>/_summaries/<key>.json`)
+    datasets/run=D/{train,train_tr,valid,test,items,popularity}/
+    models/run=D/  models/live.json
+    recommendations/dt=D -> recommendations/_versions/dt=D/<version>/
+    quality/dt=D/                  suite results, Data Docs, run report (`quality_root`)
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import datetime as dt
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from pyspark.sql import SparkSession
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATE_TOKEN = "{ds}"
+LAKE_TOKEN = "{lake}"
+DT = "dt"  # the partition column of the daily datasets (`dt=YYYY-MM-DD`)
+SPLITS = ("train", "train_tr", "valid", "test")
 
-log = logging.getLogger(__name__)
+
+def raw_template() -> str:
+    """The default delivery of day D, relative to the lake root: `{lake}/raw/dt={ds}`."""
+    return f"{LAKE_TOKEN}/raw/{dt_partition(DATE_TOKEN)}"
+
+
+def default_root() -> str:
+    """The lake root when none is given: `GRU4REC_LAKE`, else `<project>/var/lake`."""
+    return os.environ.get("GRU4REC_LAKE") or str(PROJECT_ROOT / "var" / "lake")
+
+
+def normalize_root(root: str) -> str:
+    """A URI stays as given (without a trailing slash); a local path becomes absolute."""
+    root = str(root).rstrip("/") or "/"
+    return root if "://" in root else str(Path(root).expanduser().resolve())
+
+
+def dt_partition(day) -> str:
+    return f"{DT}={day}"
+
+
+def run_partition(day) -> str:
+    return f"run={day}"
+
+
+def date_of_partition(name: str) -> dt.date | None:
+    """The date in `dt=D` / `run=D`, None for any other name."""
+    key, sep, value = name.partition("=")
+    if not sep or key not in ("dt", "run"):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
 class Lake:
-    """Path layout under one lake root (see DESIGN.md's data contracts)."""
+    """Paths under one lake root; `quality_root` defaults to `<root>/quality`."""
 
     root: str
+    quality_root: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root).rstrip("/") or "/")
+        quality = str(self.quality_root).rstrip("/") if self.quality_root else self.path("quality")
+        object.__setattr__(self, "quality_root", quality)
+
+    @classmethod
+    def resolved(cls, root: str, quality_root: str = "") -> Lake:
+        """A lake whose local roots are absolute (what the DAG passes to every process)."""
+        return cls(normalize_root(root), normalize_root(quality_root) if quality_root else "")
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root and "://" not in self.quality_root
 
     def path(self, *parts: str) -> str:
-        return "/".join([self.root.rstrip("/"), *parts])
+        return "/".join([self.root, *parts])
+
+    # -- raw deliveries, events, quarantine, sessions ---------------------------------------
+    def expand(self, template: str) -> str:
+        """A path template with `{lake}` replaced by the root (`{ds}` stays for the day)."""
+        return str(template).replace(LAKE_TOKEN, self.root)
 
     @property
     def events(self) -> str:
         return self.path("events")
 
+    def events_day(self, day) -> str:
+        return self.path("events", dt_partition(day))
+
     @property
     def quarantine(self) -> str:
         return self.path("quarantine")
+
+    def quarantine_day(self, day) -> str:
+        return self.path("quarantine", dt_partition(day))
 
     @property
     def sessions(self) -> str:
         return self.path("sessions")
 
-    def datasets(self, run: str) -> str:
-        return self.path("datasets", f"run={run}")
+    def sessions_day(self, day) -> str:
+        return self.path("sessions", dt_partition(day))
 
+    @staticmethod
+    def summary(dataset_root: str, key) -> str:
+        """A job's JSON summary beside its output: `<dataset>/_summaries/<key>.json`."""
+        return f"{dataset_root.rstrip('/')}/_summaries/{key}.json"
 
-class FS:
-    """Thin wrapper over org.apache.hadoop.fs.FileSystem for one SparkSession."""
+    # -- datasets of a run ------------------------------------------------------------------
+    @property
+    def datasets(self) -> str:
+        return self.path("datasets")
 
-    def __init__(self, spark: SparkSession):
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+    def datasets_run(self, day) -> str:
+        return self.path("datasets", run_partition(day))
 
-    def _p(self, path: str):
-        return self._jvm.org.apache.hadoop.fs.Path(path)
+    def split(self, day, name: str) -> str:
+        if name not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, found {name!r}")
+        return f"{self.datasets_run(day)}/{name}"
 
-    def _fs(self, path: str):
-        return self._p(path).getFileSystem(self._conf)
+    def items(self, day) -> str:
+        return f"{self.datasets_run(day)}/items"
 
-    def exists(self, path: str) -> bool:
-        return bool(self._fs(path).exists(self._p(path)))
+    def popularity(self, day) -> str:
+        return f"{self.datasets_run(day)}/popularity"
 
-    def delete(self, path: str) -> None:
-        if self.exists(path):
-            self._fs(path).delete(self._p(path), True)
+    def datasets_summary(self, day) -> str:
+        return self.summary(self.datasets, day)
 
-    def mkdirs(self, path: str) -> None:
-        self._fs(path).mkdirs(self._p(path))
+    def popularity_summary(self, day) -> str:
+        return self.summary(self.datasets, f"{day}.popularity")
 
-    def rename(self, src: str, dst: str) -> None:
-        if not self._fs(src).rename(self._p(src), self._p(dst)):
-            raise OSError(f"rename failed: {src} -> {dst}")
+    # -- models -----------------------------------------------------------------------------
+    @property
+    def models(self) -> str:
+        return self.path("models")
 
-    def list_dirs(self, path: str) -> list[str]:
-        """Names of the sub-directories of `path` (empty if it does not exist)."""
-        if not self.exists(path):
-            return []
-        return sorted(
-            s.getPath().getName()
-            for s in self._fs(path).listStatus(self._p(path))
-            if s.isDirectory()
-        )
+    def model_run(self, day) -> str:
+        return self.path("models", run_partition(day))
 
-    def write_text(self, path: str, text: str) -> None:
-        """Write a small text file atomically: to a hidden temp file, then rename over."""
-        tmp = f"{path.rsplit('/', 1)[0]}/.{uuid.uuid4().hex}.tmp"
-        fs = self._fs(tmp)
-        fs.setWriteChecksum(False)  # no .crc sidecar beside a file people and tools read
-        try:
-            out = fs.create(self._p(tmp), True)
-            try:
-                out.write(bytearray(text.encode("utf-8")))
-            finally:
-                out.close()
-        finally:
-            fs.setWriteChecksum(True)
-        self.delete(path)
-        self.rename(tmp, path)
+    def model_named(self, name: str) -> str:
+        """A model run directory by its name (`run=D`, as promotion records name it)."""
+        if date_of_partition(name) is None or "/" in name:
+            raise ValueError(f"model name: expected run=YYYY-MM-DD, found {name!r}")
+        return self.path("models", name)
 
-    def read_text(self, path: str) -> str:
-        stream = self._fs(path).open(self._p(path))
-        try:
-            reader = self._jvm.java.io.BufferedReader(
-                self._jvm.java.io.InputStreamReader(stream, "UTF-8")
-            )
-            lines = []
-            line = reader.readLine()
-            while line is not None:
-                lines.append(line)
-                line = reader.readLine()
-            return "\n".join(lines)
-        finally:
-            stream.close()
+    @property
+    def live_pointer(self) -> str:
+        return self.path("models", "live.json")
 
+    # -- recommendations --------------------------------------------------------------------
+    @property
+    def recommendations(self) -> str:
+        return self.path("recommendations")
 
-def staging_path(final_root: str) -> str:
-    """A fresh staging directory beside `final_root`; readers of `final_root` never see it."""
-    return f"{final_root.rstrip('/')}/_staging/{uuid.uuid4().hex}"
+    def recommendations_day(self, day) -> str:
+        """The published table of D: a link to one immutable version."""
+        return self.path("recommendations", dt_partition(day))
 
+    def recommendations_versions(self, day) -> str:
+        return self.path("recommendations", "_versions", dt_partition(day))
 
-@contextmanager
-def staging(fs: FS, final_root: str) -> Iterator[str]:
-    """A fresh staging directory, removed on exit whatever happens.
+    # -- quality and reports ----------------------------------------------------------------
+    def quality_day(self, day) -> str:
+        return f"{self.quality_root}/{dt_partition(day)}"
 
-    After a publish only the emptied directory is left; after a failure the partial output is
-    too, and retried nightly runs would otherwise pile such copies up under `_staging/`.
-    """
-    path = staging_path(final_root)
-    try:
-        yield path
-    finally:
-        fs.delete(path)
+    def suite_result(self, day, suite: str) -> str:
+        return f"{self.quality_day(day)}/{suite}.json"
 
+    def data_docs(self, day) -> str:
+        return f"{self.quality_day(day)}/data_docs/index.html"
 
-def publish_dir(fs: FS, staged: str, final: str) -> None:
-    """Replace `final` by `staged`. Readers see the old or the new directory, never a mix.
+    def run_report(self, day) -> str:
+        return f"{self.quality_day(day)}/report.html"
 
-    Two renames: the old copy moves aside, then the new one moves in; the old one is deleted
-    last, so a crash between the renames leaves the old data recoverable under `_trash`.
-    """
-    parent = final.rstrip("/").rsplit("/", 1)[0]
-    fs.mkdirs(parent)
-    trash = None
-    if fs.exists(final):
-        trash = f"{parent}/_trash/{uuid.uuid4().hex}"
-        fs.mkdirs(trash.rsplit("/", 1)[0])
-        fs.rename(final, trash)
-    fs.rename(staged, final)
-    if trash:
-        fs.delete(trash)
+    def run_state(self, day) -> str:
+        return f"{self.quality_day(day)}/run.json"
 
+    def promotion_record(self, day) -> str:
+        return f"{self.quality_day(day)}/promotion.json"
 
-def publish_partitions(
-    fs: FS, staged_root: str, final_root: str, column: str, values: Iterable[str]
-) -> list[str]:
-    """Publish each `column=value` partition written under `staged_root` into `final_root`.
-
-    Every value in `values` is this run's responsibility: a partition the run produced replaces
-    the old one, and an old partition the run produced nothing for is removed (so a rerun leaves
-    exactly what the run computed). Partitions outside `values` are never touched.
-    """
-    produced = set(fs.list_dirs(staged_root))
-    published = []
-    for value in sorted(set(values)):
-        name = f"{column}={value}"
-        if name in produced:
-            publish_dir(fs, f"{staged_root}/{name}", f"{final_root}/{name}")
-            published.append(value)
-        else:
-            fs.delete(f"{final_root}/{name}")
-    return published
-
-
-def write_summary(fs: FS, dataset_root: str, key: str, summary: dict) -> str:
-    """Write a job's JSON summary beside its output (`<dataset>/_summaries/<key>.json`)."""
-    path = f"{dataset_root.rstrip('/')}/_summaries/{key}.json"
-    fs.mkdirs(path.rsplit("/", 1)[0])
-    fs.write_text(path, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    log.info("summary %s: %s", path, json.dumps(summary, sort_keys=True, default=str))
-    return path
+    def publish_record(self, day) -> str:
+        return f"{self.quality_day(day)}/publish.json"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from pyspark.sql import SparkSession
+
+from jobs.common.settings import SparkSettings
+
+log = logging.getLogger("jobs.spark")
 
 # Settings the jobs' correctness depends on (see STACK_NOTES): UTC everywhere, Parquet timestamps
 # readable by every engine, and overwrites that never touch other partitions.
@@ -16,12 +21,13 @@ REQUIRED_CONF: dict[str, str] = {
 }
 
 # Defaults sized for a small machine; any of them can be overridden with --conf or spark-submit.
+# Launch-time settings (the driver's memory) are not here: under spark-submit the driver JVM is
+# already running when this code builds the session (SparkSettings.submit_args passes them).
 DEFAULT_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.driver.memory": "4g",
     "spark.sql.parquet.compression.codec": "zstd",
 }
 
@@ -32,14 +38,30 @@ def get_spark(
     """Return the active SparkSession or build one; under spark-submit the submitted master wins."""
     builder = SparkSession.builder.appName(app_name)
     master = master or os.environ.get("PIPELINE_SPARK_MASTER")
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if master:
         builder = builder.master(master)
-    elif "PYSPARK_GATEWAY_PORT" not in os.environ and "spark.master" not in (conf or {}):
+    elif not under_submit and "spark.master" not in (conf or {}):
         builder = builder.master("local[*]")
-    for key, value in {**DEFAULT_CONF, **(conf or {}), **REQUIRED_CONF}.items():
+    launch = {} if under_submit else {"spark.driver.memory": SparkSettings.driver_memory}
+    for key, value in {**DEFAULT_CONF, **launch, **(conf or {}), **REQUIRED_CONF}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("PIPELINE_SPARK_LOG_LEVEL", "WARN"))
     for key, value in REQUIRED_CONF.items():  # an already running session gets them too
         spark.conf.set(key, value)
+    log_driver(spark)
     return spark
+
+
+def log_driver(spark: SparkSession) -> None:
+    """The driver's effective memory setting and heap: what the JVM really got."""
+    sc = spark.sparkContext
+    heap = sc._jvm.java.lang.Runtime.getRuntime().maxMemory()
+    log.info(
+        "spark %s on %s: spark.driver.memory=%s, driver JVM max heap %d MiB",
+        spark.version,
+        sc.master,
+        sc.getConf().get("spark.driver.memory", "(default 1g)"),
+        heap // (1024 * 1024),
+    )

@@ -1,6 +1,5 @@
 """The DAG file: imports cleanly, looks nothing up while parsed, and has the shape, pools,
-retries and assets the design promises. Also the command lines and failure classes of
-`jobs.nightly`, which every task runs."""
+queues, retries, params and assets the design promises."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.nightly import DataFailure, InfraFailure, Nightly, run
+from jobs.nightly.params import PARAMS
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = [
@@ -26,7 +25,11 @@ QUALITY_GATES = {
     "validate_datasets",
     "validate_recommendations",
 }
-SPARK_TASKS = {"ingest", "sessionize", "build_datasets", "popularity"}
+SPARK_TASKS = {
+    "ingest", "validate_raw", "sessionize", "validate_sessions", "build_datasets",
+    "popularity", "validate_datasets",
+}  # fmt: skip
+TORCH_TASKS = {"train", "evaluate", "score"}
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +89,15 @@ def test_quality_gates_never_retry_and_infrastructure_retries_with_backoff(dag):
             assert task.retry_delay >= dt.timedelta(minutes=1)
 
 
-def test_pools_and_gpu_queue(dag):
-    for task_id in SPARK_TASKS:
-        assert dag.get_task(task_id).pool == "spark"
-    train = dag.get_task("train")
-    assert train.pool == "gpu" and train.queue == "gpu"
-    assert dag.get_task("score").pool == "gpu"
+def test_spark_tasks_hold_the_spark_pool_and_torch_tasks_go_to_the_gpu_queue(dag):
+    for task_id in ORDER:
+        task = dag.get_task(task_id)
+        if task_id in SPARK_TASKS:
+            assert task.pool == "spark", task_id
+        if task_id in TORCH_TASKS:
+            assert (task.pool, task.queue) == ("gpu", "gpu"), task_id
+        if task_id not in TORCH_TASKS:
+            assert task.queue != "gpu", task_id  # CPU work stays off the GPU workers
 
 
 def test_assets_schedule_and_docs(dag):
@@ -111,49 +117,8 @@ def test_assets_schedule_and_docs(dag):
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     assert timetable["expression"] == "0 3 * * *"
     assert timetable["interval"] == dt.timedelta(days=1)
-    for name in ("lake", "raw_input", "source_preset", "column_mapping", "window_days",
-                 "test_days", "model_params", "epochs", "spark_master", "device",
-                 "promotion_margin"):  # fmt: skip
+    assert set(dag.params) == set(PARAMS)
+    for name in ("gap_seconds", "lookback_days", "remove_repeats", "max_events_per_user_day",
+                 "k", "alpha", "window_days", "driver_memory"):  # fmt: skip
         assert name in dag.params, name
-
-
-def test_commands_follow_the_params(tmp_path):
-    night = Nightly.from_params(
-        {"lake": str(tmp_path), "spark_master": "spark://h:7077", "spark_conf": {"a.b": "1"},
-         "column_mapping": {"user_col": "visitor"}, "source_preset": "", "epochs": 3,
-         "device": "cuda"},
-        "2026-01-05",
-    )  # fmt: skip
-    ingest = night.ingest_cmd("/tmp/m.json")
-    assert ingest[1:3] == ["--master", "spark://h:7077"]
-    assert "--conf" in ingest and "a.b=1" in ingest
-    assert ingest[ingest.index("--input") + 1] == f"{tmp_path}/raw/dt={{ds}}"
-    assert ingest[ingest.index("--mapping") + 1] == "/tmp/m.json" and "--preset" not in ingest
-    assert ingest[ingest.index("--catch-up-days") + 1] == "30"
-    assert any(Path(a).name == "ingest.py" for a in ingest)
-    train = night.train_cmd()
-    assert "n_epochs=3" in train and train[train.index("--device") + 1] == "cuda"
-    assert train[train.index("--out") + 1] == f"{tmp_path}/models/run=2026-01-05"
-    mapping = night.mapping_file()
-    assert Path(mapping).read_text() == '{"user_col": "visitor"}'
-    os.unlink(mapping)
-    with pytest.raises(DataFailure, match="window_days"):
-        Nightly.from_params({"window_days": 1, "test_days": 1}, "2026-01-05")
-    with pytest.raises(DataFailure, match="unknown params"):
-        Nightly.from_params({"lake_root": "x"}, "2026-01-05")
-
-
-def test_exit_status_2_is_a_data_failure_anything_else_retries():
-    lines = []
-    with pytest.raises(DataFailure, match="expected 3 columns, found 2"):
-        run(
-            [sys.executable, "-c",
-             "import sys; print('x ERROR jobs: SchemaError: expected 3 columns, found 2', "
-             "file=sys.stderr); sys.exit(2)"],
-            echo=lines.append,
-        )  # fmt: skip
-    with pytest.raises(InfraFailure, match="exited with 137"):
-        run([sys.executable, "-c", "import sys; sys.exit(137)"], echo=lines.append)
-    assert run([sys.executable, "-c", "print('{\"a\": 1}')"], echo=lines.append).strip() == (
-        '{"a": 1}'
-    )
+    assert dag.params["gap_seconds"] == 1800 and dag.params["max_events_per_user_day"] == 10_000

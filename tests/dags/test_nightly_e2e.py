@@ -23,7 +23,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.embedded import airflow_env, dags_test, prepare
+from jobs.common.lake import Lake
+from jobs.dev.embedded import airflow_env, dags_test, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +63,17 @@ def _deliveries(shared_data: Path, raw: Path) -> pd.DataFrame:
     return clicks.assign(day=day)
 
 
+class L:
+    """The lake layout (jobs.common.lake), with paths to read back."""
+
+    def __init__(self, root: Path) -> None:
+        self._lake = Lake(str(root))
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._lake, name)
+        return (lambda *a: Path(attr(*a))) if callable(attr) else Path(attr)
+
+
 def _tree_digest(path: Path) -> dict:
     """Content hash of every file under `path` (following the published symlink)."""
     path = path.resolve()
@@ -73,7 +85,7 @@ def _tree_digest(path: Path) -> dict:
 
 
 def _recs(lake: Path, day: str) -> pd.DataFrame:
-    return pd.read_parquet(lake / "recommendations" / f"dt={day}")
+    return pd.read_parquet(L(lake).recommendations_day(day))
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +100,16 @@ def nightly(tmp_path_factory, shared_data):
 
     first = dags_test(env, "2014-04-07", CONF, log)
     state["first"] = first
-    state["d1_link"] = os.readlink(lake / "recommendations" / f"dt={D1}")
+    state["d1_link"] = os.readlink(L(lake).recommendations_day(D1))
     state["d1_recs"] = _recs(lake, D1)
 
     second = dags_test(env, "2014-04-08", CONF, log)
     state["second"] = second
-    state["d2_digest"] = _tree_digest(lake / "recommendations" / f"dt={D2}")
-    state["d2_link"] = os.readlink(lake / "recommendations" / f"dt={D2}")
-    state["d2_model"] = _tree_digest(lake / "models" / f"run={D2}")
-    state["d2_sessions"] = _tree_digest(lake / "sessions" / f"dt={D2}")
-    state["live_after_second"] = json.loads((lake / "models" / "live.json").read_text())
+    state["d2_digest"] = _tree_digest(L(lake).recommendations_day(D2))
+    state["d2_link"] = os.readlink(L(lake).recommendations_day(D2))
+    state["d2_model"] = _tree_digest(L(lake).model_run(D2))
+    state["d2_sessions"] = _tree_digest(L(lake).sessions_day(D2))
+    state["live_after_second"] = json.loads((L(lake).live_pointer).read_text())
 
     rerun = dags_test(env, "2014-04-07", CONF, log)
     state["rerun"] = rerun
@@ -112,9 +124,7 @@ def nightly(tmp_path_factory, shared_data):
     for f in target.glob("*"):
         f.unlink()
     bad.to_csv(target / "clicks.tsv", sep="\t", index=False)
-    state["before_corrupt"] = {
-        d: _tree_digest(lake / "recommendations" / f"dt={d}") for d in (D1, D2)
-    }
+    state["before_corrupt"] = {d: _tree_digest(L(lake).recommendations_day(d)) for d in (D1, D2)}
     state["corrupt"] = dags_test(env, "2014-04-09", CONF, log)
     return state
 
@@ -126,38 +136,42 @@ def _check_ok(run, log: Path) -> None:
 def test_first_night_publishes_valid_recommendations(nightly):
     _check_ok(nightly["first"], nightly["log"])
     lake = nightly["lake"]
-    part = lake / "recommendations" / f"dt={D1}"
+    part = L(lake).recommendations_day(D1)
     # Read back by independent readers, exactly the published schema.
     table = ds.dataset(part, format="parquet").to_table()
     assert {f.name: str(f.type) for f in table.schema} == SCHEMA
     recs = table.to_pandas()
-    sessions = pd.read_parquet(lake / "sessions" / f"dt={D1}")
+    sessions = pd.read_parquet(L(lake).sessions_day(D1))
     assert set(recs["session_id"]) == set(sessions["session_id"])
     ranks = recs.groupby("session_id")["rank"].apply(list)
     assert all(r == list(range(1, 21)) for r in ranks)
     n = duckdb.sql(f"select count(*) from read_parquet('{part}/*.parquet')").fetchall()[0][0]
     assert n == 20 * sessions["session_id"].nunique()
     # Items come from the model's index; scores never rise with rank.
-    items = set(pd.read_parquet(lake / "datasets" / f"run={D1}" / "items")["item_id"])
+    items = set(pd.read_parquet(L(lake).items(D1))["item_id"])
     assert set(recs["item_id"]) <= items
     assert (recs.groupby("session_id")["score"].diff().dropna() <= 0).all()
     # The quality gates all ran and passed; reports exist.
-    q = lake / "quality" / f"dt={D1}"
+    q = L(lake).quality_day(D1)
     for suite in ("raw_events", "sessions", "datasets", "item_index", "recommendations"):
         assert json.loads((q / f"{suite}.json").read_text())["success"], suite
     assert (q / "data_docs" / "index.html").exists()
     report = (q / "report.html").read_text()
     assert "Recall@20" in report and "promoted" in report and "data_docs/index.html" in report
+    # Training sampled its negatives from the published popularity table, with its alpha.
+    metrics = json.loads((L(lake).model_run(D1) / "metrics.json").read_text())
+    assert metrics["sampling"] == {"source": str(L(lake).popularity(D1)), "alpha": 0.5}
+    assert pd.read_parquet(L(lake).popularity(D1))["alpha"].eq(0.5).all()
     # The first run filled its window: the earlier days were ingested and validated too.
     for d in ("2014-04-04", "2014-04-05"):
-        assert (lake / "sessions" / f"dt={d}").is_dir()
-        assert json.loads((lake / "quality" / f"dt={d}" / "raw_events.json").read_text())["success"]
+        assert (L(lake).sessions_day(d)).is_dir()
+        assert json.loads((L(lake).suite_result(d, "raw_events")).read_text())["success"]
 
 
 def test_second_night_passes_the_promotion_gate_against_the_live_model(nightly):
     _check_ok(nightly["second"], nightly["log"])
     lake = nightly["lake"]
-    decision = json.loads((lake / "models" / f"run={D2}" / "promotion.json").read_text())
+    decision = json.loads((L(lake).model_run(D2) / "promotion.json").read_text())
     assert decision["incumbent"] == f"run={D1}"
     cmp = decision["comparison"]
     assert cmp["common_item_events"] > 0
@@ -167,7 +181,7 @@ def test_second_night_passes_the_promotion_gate_against_the_live_model(nightly):
     assert nightly["live_after_second"]["date"] == D2
     assert nightly["live_after_second"]["serving_model"] == decision["serving_model"]
     # The day's recommendations come from the serving model's index.
-    served = pd.read_parquet(lake / "models" / decision["serving_model"] / "items.parquet")
+    served = pd.read_parquet(L(lake).model_named(decision["serving_model"]) / "items.parquet")
     assert set(_recs(lake, D2)["item_id"]) <= set(served["item_id"])
 
 
@@ -176,21 +190,21 @@ def test_rerun_of_the_first_night_changes_nothing_else(nightly):
     lake = nightly["lake"]
     # The later date is untouched: same published version, same files, same model, same
     # sessions, and the live pointer stays on it.
-    assert os.readlink(lake / "recommendations" / f"dt={D2}") == nightly["d2_link"]
-    assert _tree_digest(lake / "recommendations" / f"dt={D2}") == nightly["d2_digest"]
-    assert _tree_digest(lake / "models" / f"run={D2}") == nightly["d2_model"]
-    assert _tree_digest(lake / "sessions" / f"dt={D2}") == nightly["d2_sessions"]
-    live = json.loads((lake / "models" / "live.json").read_text())
+    assert os.readlink(L(lake).recommendations_day(D2)) == nightly["d2_link"]
+    assert _tree_digest(L(lake).recommendations_day(D2)) == nightly["d2_digest"]
+    assert _tree_digest(L(lake).model_run(D2)) == nightly["d2_model"]
+    assert _tree_digest(L(lake).sessions_day(D2)) == nightly["d2_sessions"]
+    live = json.loads((L(lake).live_pointer).read_text())
     assert (
         live["date"] == D2
         and live["serving_model"] == nightly["live_after_second"]["serving_model"]
     )
     # The rerun date itself was republished (a new version) with the same recommendations.
-    assert os.readlink(lake / "recommendations" / f"dt={D1}") != nightly["d1_link"]
+    assert os.readlink(L(lake).recommendations_day(D1)) != nightly["d1_link"]
     cols = ["session_id", "rank", "item_id", "score", "strategy"]
     pd.testing.assert_frame_equal(_recs(lake, D1)[cols], nightly["d1_recs"][cols])
     # One version per date is kept.
-    assert len(list((lake / "recommendations" / "_versions" / f"dt={D1}").iterdir())) == 1
+    assert len(list((L(lake).recommendations_versions(D1)).iterdir())) == 1
 
 
 def test_corrupted_day_stops_at_the_quality_gate_and_publishes_nothing(nightly):
@@ -202,15 +216,15 @@ def test_corrupted_day_stops_at_the_quality_gate_and_publishes_nothing(nightly):
     # The task's failure message itself names it (what the Airflow UI shows).
     assert re.search(r"AirflowFailException: .*_quarantine_share", run.stdout)
     assert "try_number=2" not in run.stdout.split("validate_raw", 1)[1][:20000]
-    assert not (lake / "recommendations" / f"dt={D3}").exists()
-    assert not (lake / "sessions" / f"dt={D3}").exists()
+    assert not (L(lake).recommendations_day(D3)).exists()
+    assert not (L(lake).sessions_day(D3)).exists()
     for d in (D1, D2):
-        assert _tree_digest(lake / "recommendations" / f"dt={d}") == nightly["before_corrupt"][d]
+        assert _tree_digest(L(lake).recommendations_day(d)) == nightly["before_corrupt"][d]
     # The quarantine holds the broken rows with their reason.
-    quarantine = pq.read_table(lake / "quarantine" / f"dt={D3}").to_pandas()
+    quarantine = pq.read_table(L(lake).quarantine_day(D3)).to_pandas()
     assert (quarantine["reason"] == "unparseable_ts").sum() > 0.7 * len(quarantine)
     # The result and the Data Docs show the failing expectation.
-    q = lake / "quality" / f"dt={D3}"
+    q = L(lake).quality_day(D3)
     result = json.loads((q / "raw_events.json").read_text())
     assert not result["success"]
     assert any("_quarantine_share" in f for f in result["failed"])
@@ -231,9 +245,9 @@ def test_published_recommendations_are_the_serving_models(nightly):
 
     _check_ok(nightly["second"], nightly["log"])
     lake = nightly["lake"]
-    decision = json.loads((lake / "models" / f"run={D2}" / "promotion.json").read_text())
-    loaded = ckpt.Checkpoint(lake / "models" / decision["serving_model"])
-    sessions = pd.read_parquet(lake / "sessions" / f"dt={D2}")
+    decision = json.loads((L(lake).model_run(D2) / "promotion.json").read_text())
+    loaded = ckpt.Checkpoint(L(lake).model_named(decision["serving_model"]))
+    sessions = pd.read_parquet(L(lake).sessions_day(D2))
     recs = _recs(lake, D2)
     known = sessions.item_id.isin(set(loaded.item_map.ids))
     no_known = set(sessions.session_id) - set(sessions[known].session_id)

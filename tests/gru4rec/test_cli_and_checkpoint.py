@@ -118,7 +118,7 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, caplog):
     assert "unknown parameter 'lossy'" in caplog.text
 
 
-def test_train_on_pipeline_parquet_datasets(tmp_path):
+def _pipeline_run(root):
     """The Spark jobs' layout: datasets/run=D/{train,test,items}; ids are strings."""
     frame = synthetic_sessions(n_sessions=300)
     frame["session_id"] = "s" + frame.SessionId.astype(str)
@@ -126,7 +126,7 @@ def test_train_on_pipeline_parquet_datasets(tmp_path):
     frame["user_id"] = "u"
     frame["ts"] = pd.to_datetime(frame.Time, unit="s", utc=True)
     frame["seq"] = frame.groupby("session_id").cumcount()
-    run = tmp_path / "datasets" / "run=2026-01-01"
+    run = root / "datasets" / "run=2026-01-01"
     cols = ["session_id", "user_id", "item_id", "ts", "seq"]
     tr, te = frame[frame.SessionId < 250][cols], frame[frame.SessionId >= 250][cols]
     for name, part in (("train", tr), ("test", te)):
@@ -138,12 +138,56 @@ def test_train_on_pipeline_parquet_datasets(tmp_path):
     items["support"] = items.item_id.map(support).astype(np.int64)
     (run / "items").mkdir()
     pq.write_table(pa.Table.from_pandas(items, preserve_index=False), run / "items" / "p.parquet")
+    return run, items
+
+
+def test_train_on_pipeline_parquet_datasets(tmp_path):
+    run, items = _pipeline_run(tmp_path)
     out = tmp_path / "model"
     args = ["train", "--train", str(run / "train"), "--test", str(run / "test"), "--out", str(out)]
     assert main([*args, *FAST, "--no-baselines"]) == 0
     saved = pd.read_parquet(out / "items.parquet")
     assert saved.item_id.tolist() == items.item_id.tolist()  # the shared index, not rebuilt
     assert json.loads((out / "metrics.json").read_text())["recall@20"] > 0
+
+
+def test_training_samples_from_the_published_popularity_table(tmp_path):
+    """The table's weights are what training draws from, and its alpha is the one recorded,
+    whatever the parameter set says (yoochoose: sample_alpha 0.2; the table: 0.5)."""
+    from gru4rec.data import ItemMap, SamplingTable
+    from gru4rec.train import Trainer
+
+    run, items = _pipeline_run(tmp_path)
+    pop = items.copy()
+    # deliberately not support^0.5 for the head item: only a reader of the table gets it
+    pop["weight"] = pop.support.astype(float) ** 0.5
+    pop.loc[0, "weight"] = 0.01
+    pop["cdf"] = pop.weight.cumsum() / pop.weight.sum()
+    pop["alpha"] = 0.5
+    (run / "popularity").mkdir()
+    pq.write_table(
+        pa.Table.from_pandas(pop, preserve_index=False), run / "popularity" / "p.parquet"
+    )
+    out = tmp_path / "model"
+    args = ["train", "--train", str(run / "train"), "--test", str(run / "test"), "--out", str(out)]
+    assert main([*args, "--params", "yoochoose", *FAST, "--no-baselines"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["sample_alpha"] == 0.5
+    assert metrics["sampling"] == {"source": str(run / "popularity"), "alpha": 0.5}
+    assert ckpt.Checkpoint(out).extra["sampling"]["alpha"] == 0.5
+    item_map = ItemMap.read_parquet(run / "items")
+    table = SamplingTable.read_parquet(run / "popularity", item_map)
+    trainer = Trainer(Config(n_sample=16, device="cpu"), item_map, sample_weights=table.weights)
+    np.testing.assert_allclose(trainer.store.cdf.numpy(), pop.cdf.to_numpy(), rtol=1e-12)
+    # a table indexing items differently is refused, naming what it expected
+    pq.write_table(
+        pa.Table.from_pandas(
+            pop.iloc[::-1].assign(item_idx=pop.item_idx.to_numpy()), preserve_index=False
+        ),
+        run / "popularity" / "p.parquet",
+    )
+    assert main([*args[:-1], str(tmp_path / "m2"), *FAST, "--no-baselines"]) == 2
+    assert not (tmp_path / "m2").exists()
 
 
 def test_help_lists_commands(capsys):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from gru4rec.config import PARAM_SETS, Config
-from jobs.common.errors import ConfigError
+from gru4rec.errors import ConfigError
 
 # The official best parameter files, as tabulated in GRU4REC_REFERENCE.md.
 TABLE = {

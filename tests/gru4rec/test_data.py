@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gru4rec.data import ItemMap, build_sessions, load_item_map, read_events
-from jobs.common.errors import NoInputError, SchemaError
+from gru4rec.errors import NoInputError, SchemaError
 
 
 def test_tsv_sessions_in_start_time_order_and_events_in_time_order(tmp_path):

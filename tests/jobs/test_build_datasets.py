@@ -6,7 +6,6 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.build_datasets import (
-    DatasetConfig,
     keyed_events,
     run_build_datasets,
     split_specs,
@@ -15,6 +14,7 @@ from jobs.build_datasets import (
 )
 from jobs.common.errors import ConfigError
 from jobs.common.lake import Lake
+from jobs.common.settings import DatasetSettings
 from jobs.popularity import item_index, popularity, run_popularity
 
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
@@ -37,7 +37,7 @@ def _split(spark, rows, day_split: dt.datetime, valid_split: dt.datetime, **cfg)
     """Run filter + split on inline sessions; return {split: sorted (session, item)}, passes."""
     events = sessions_df(spark, rows)
     keys, salt, _ = keyed_events(events)
-    specs, passes = split_specs(keys, DatasetConfig(**cfg), day_split, valid_split)
+    specs, passes = split_specs(keys, DatasetSettings(**cfg), day_split, valid_split)
     keyed = with_keys(events, salt)
     got = {
         name: sorted((r.session_id, r.item_id) for r in spec.select(keyed).collect())
@@ -103,9 +103,9 @@ def test_time_split_boundaries_truncation_and_unknown_items(spark):
 
 def test_dataset_config_is_validated():
     with pytest.raises(ConfigError, match="window_days"):
-        DatasetConfig(window_days=2, test_days=1, valid_days=1)
+        DatasetSettings(window_days=2, test_days=1, valid_days=1)
     with pytest.raises(ConfigError, match="test_days"):
-        DatasetConfig(test_days=0)
+        DatasetSettings(test_days=0)
 
 
 def test_item_index_is_contiguous_and_deterministic(spark):
@@ -141,13 +141,13 @@ def test_build_and_popularity_publish_run_directory(spark, tmp_path):
     df = sessions_df(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
     df.write.partitionBy("dt").parquet(lake.sessions)
     day = dt.date(2024, 3, 4)
-    s = run_build_datasets(spark, lake, day, DatasetConfig(window_days=4))
+    s = run_build_datasets(spark, lake, day, DatasetSettings(window_days=4))
     assert s["splits"]["test"]["sessions"] == 12 and s["splits"]["valid"]["sessions"] == 12
     assert s["splits"]["train"]["sessions"] == 36 and s["splits"]["train_tr"]["sessions"] == 24
     p = run_popularity(spark, lake, day, alpha=1.0)
     assert p["items"] == 6 and p["train_events"] == 72
-    items = spark.read.parquet(f"{lake.datasets(str(day))}/items").collect()
+    items = spark.read.parquet(lake.items(day)).collect()
     assert sorted(r.item_idx for r in items) == list(range(6))
-    test = spark.read.parquet(f"{lake.datasets(str(day))}/test")
+    test = spark.read.parquet(lake.split(day, "test"))
     assert sorted({r.seq for r in test.collect()}) == [0, 1]
     assert test.columns == ["session_id", "user_id", "item_id", "ts", "seq"]

@@ -118,16 +118,21 @@ def cluster(tmp_path):
 def test_each_job_through_spark_submit_on_a_standalone_cluster(
     cluster, shared_data, tmp_path, monkeypatch
 ):
-    """The commands come from jobs.nightly, as the DAG's Spark tasks build them, pointed at the
-    cluster by params only; the DAG's datasets quality gate (GX on Spark) runs there too."""
-    from jobs.nightly import Nightly, run
+    """The commands come from jobs.nightly.commands, as the DAG's Spark tasks build them,
+    pointed at the cluster by params only; the DAG's datasets quality gate (GX on Spark) runs
+    there too, and every driver gets the heap the params asked for."""
+    from jobs.common.lake import Lake
+    from jobs.nightly import commands
+    from jobs.nightly.params import Night
+    from jobs.nightly.runner import run
 
     lake = tmp_path / "lake"
     src = shared_data / "taobao_sample" / "UserBehavior.csv"
     monkeypatch.setenv("SPARK_SUBMIT", str(cluster["home"] / "bin" / "spark-submit"))
-    night = Nightly.from_params(
+    night = Night.from_params(
         {
             "lake": str(lake),
+            "driver_memory": "1536m",
             "window_days": 9,
             # 815 users' histories over 55k items: on the test day only ~5% of the events
             # are items train has seen (at full scale far more); relax that gate here.
@@ -144,23 +149,27 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(
     env = cluster["env"]
     week = ["--date", "2017-11-25", "--until", "2017-12-03"]
     steps = [
-        ("ingest", night.spark_submit("ingest", "--input", str(src), "--preset", "taobao")),
-        ("sessionize", night.spark_submit("sessionize", *week)),
-        ("build_datasets", night.build_datasets_cmd()),
-        ("popularity", night.popularity_cmd()),
-        ("validate_datasets", night.validate_cmd("datasets")),
+        ("ingest", commands.spark_submit(night, "ingest", "--input", str(src), "--preset",
+                                         "taobao")),
+        ("sessionize", commands.spark_submit(night, "sessionize", *week)),
+        ("build_datasets", commands.build_datasets(night)),
+        ("popularity", commands.popularity(night)),
+        ("validate_datasets", commands.validate(night, "datasets")),
     ]  # fmt: skip
     lines: list[str] = []
     for name, cmd in steps:
         assert cmd[:3] == [os.environ["SPARK_SUBMIT"], "--master", cluster["url"]], name
         run(cmd, env, echo=lines.append)
+    heaps = [ln for ln in lines if "spark.driver.memory=1536m, driver JVM max heap" in ln]
+    assert len(heaps) == len(steps), lines[-20:]  # every driver, not the 1 GiB default
+    assert all(int(ln.split("max heap ")[1].split()[0]) > 1100 for ln in heaps), heaps
 
     with urllib.request.urlopen(f"http://127.0.0.1:{cluster['ui']}/json/", timeout=5) as r:
         apps = json.load(r)["completedapps"]
     # Each job really ran as an application on this cluster.
     assert sorted(a["name"] for a in apps) == sorted(name for name, _ in steps)
     for suite in ("datasets", "item_index"):
-        res = json.loads((lake / "quality" / "dt=2017-12-03" / f"{suite}.json").read_text())
+        res = json.loads(Path(Lake(str(lake)).suite_result("2017-12-03", suite)).read_text())
         assert res["success"], (suite, res["failed"])
 
     cols = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.build_datasets import DatasetConfig, run_build_datasets
+from jobs.build_datasets import run_build_datasets
 from jobs.common.lake import Lake
+from jobs.common.settings import DatasetSettings, SessionizeSettings
 from jobs.ingest import run_ingest
 from jobs.popularity import run_popularity
 from jobs.sessionize import run_sessionize
@@ -19,6 +20,8 @@ from jobs.sources import PRESETS
 from tests.jobs.reference import filter_and_split, sessionize_pd
 
 pytestmark = pytest.mark.slow
+
+NO_CAP = SessionizeSettings(max_events_per_user_day=0)
 
 
 def _day(us: int) -> dt.date:
@@ -59,7 +62,7 @@ def test_rsc15_sample_all_jobs(spark, shared_data, tmp_path):
     assert s["quarantined_total"] == 0
 
     first, last = _day(ev.ts_us.min()), _day(ev.ts_us.max())
-    run_sessionize(spark, lake, first, last_day=last, max_events_per_user_day=None)
+    run_sessionize(spark, lake, first, NO_CAP, last_day=last)
     ref = sessionize_pd(ev)
     _check_sessions(spark, lake, ref, first, last)
 
@@ -80,22 +83,21 @@ def _check_datasets_and_popularity(
     min_test: int = 100,
 ):
     """build_datasets + popularity == the pandas reference filter/split and item counts."""
-    cfg = DatasetConfig(window_days=window_days, test_days=test_days, valid_days=valid_days)
+    cfg = DatasetSettings(window_days=window_days, test_days=test_days, valid_days=valid_days)
     summary = run_build_datasets(spark, lake, last, cfg)
     ref = ref.assign(session_id=ref.user_id + "|" + ref.start_us.astype(str))
     split_day = last - dt.timedelta(days=test_days - 1)
     split_us = int(dt.datetime.combine(split_day, dt.time(), dt.UTC).timestamp() * 1e6)
     train, test = filter_and_split(ref, split_us)
-    run_dir = lake.datasets(str(last))
-    got_train = spark.read.parquet(f"{run_dir}/train")
-    got_test = spark.read.parquet(f"{run_dir}/test")
+    got_train = spark.read.parquet(lake.split(last, "train"))
+    got_test = spark.read.parquet(lake.split(last, "test"))
     assert got_train.count() == len(train) and got_test.count() == len(test)
     assert got_test.select("session_id").distinct().count() == test.session_id.nunique()
     assert summary["splits"]["test"]["events"] == len(test) >= min_test
 
     pop = run_popularity(spark, lake, last, alpha=0.5)
     support = train.item_id.value_counts()
-    items = spark.read.parquet(f"{run_dir}/items").toPandas()
+    items = spark.read.parquet(lake.items(last)).toPandas()
     assert pop["items"] == len(support) == len(items)
     assert dict(zip(items.item_id, items.support, strict=True)) == support.to_dict()
     top = sorted(support.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
@@ -124,7 +126,7 @@ def test_taobao_sample_page_views_with_outliers(spark, shared_data, tmp_path):
     assert q.count() == int((pv & ~inside).sum()) > 1000
 
     first, last = dt.date(2017, 11, 25), dt.date(2017, 12, 3)
-    run_sessionize(spark, lake, first, last_day=last, max_events_per_user_day=None)
+    run_sessionize(spark, lake, first, NO_CAP, last_day=last)
     ref = sessionize_pd(ev)
     _check_sessions(spark, lake, ref, first, last)
     assert ref.groupby(["user_id", "start_us"]).ngroups > 10_000
@@ -149,7 +151,7 @@ def test_trivago_sample_orders_equal_timestamps_by_step(spark, shared_data, tmp_
     assert s["events_out"] == len(ev)
     ev = ev.drop(columns="event_type")
     first, last = _day(ev.ts_us.min()), _day(ev.ts_us.max())
-    run_sessionize(spark, lake, first, last_day=last, max_events_per_user_day=None)
+    run_sessionize(spark, lake, first, NO_CAP, last_day=last)
     ref = sessionize_pd(ev)
     _check_sessions(spark, lake, ref, first, last)
     # The order inside sessions follows step: compare item sequences, not just sets.

@@ -6,6 +6,7 @@ import random
 from pyspark.sql import functions as F
 
 from jobs.common.lake import Lake
+from jobs.common.settings import SessionizeSettings
 from jobs.sessionize import run_sessionize, sessionize
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -86,11 +87,12 @@ def test_bot_cap_drops_users_above_it_and_reports_them(spark, tmp_path):
     rows = [("bot", str(i), i) for i in range(6)] + [("u", "a", 0), ("u", "b", 5)]
     _write_events(spark, lake, rows)
     day = dt.date(2024, 3, 1)
-    summary = run_sessionize(spark, lake, day, max_events_per_user_day=5)
+    summary = run_sessionize(spark, lake, day, SessionizeSettings(max_events_per_user_day=5))
     assert (summary["capped_users"], summary["capped_events"]) == (1, 6)
-    got = spark.read.parquet(f"{lake.sessions}/dt={day}").collect()
+    got = spark.read.parquet(lake.sessions_day(day)).collect()
     assert sorted((r.user_id, r.item_id) for r in got) == [("u", "a"), ("u", "b")]
-    summary = run_sessionize(spark, lake, day, max_events_per_user_day=6)  # at the cap: kept
+    # at the cap: kept
+    summary = run_sessionize(spark, lake, day, SessionizeSettings(max_events_per_user_day=6))
     assert summary["capped_users"] == 0 and summary["session_events_out"] == 8
 
 
@@ -140,8 +142,8 @@ def test_session_spanning_midnight_over_two_nightly_runs(spark, tmp_path):
     # no second, phantom session for u; only v's session belongs to 03-02.
     assert [(r.user_id, r.item_id, r.seq) for r in d2] == [("v", "d", 0)]
     # Without the lookback, u's after-midnight events would wrongly open a session on 03-02.
-    run_sessionize(spark, lake, day2, lookback_days=0)
-    d2_nolookback = spark.read.parquet(f"{lake.sessions}/dt={day2}").collect()
+    run_sessionize(spark, lake, day2, SessionizeSettings(lookback_days=0))
+    d2_nolookback = spark.read.parquet(lake.sessions_day(day2)).collect()
     assert sorted(r.user_id for r in d2_nolookback) == ["u", "u", "v"]
 
 

@@ -1,6 +1,6 @@
-"""Great Expectations suites in code, one per dataset, and the store that keeps their results.
+"""Great Expectations suites in code, one per dataset (each expectation says why it exists in
+its `notes`, shown in Data Docs).
 
-Suites (each expectation says why it exists in its `notes`, shown in Data Docs):
 - `raw_events`      events/dt=D as ingested, with the day's quarantine share
 - `sessions`        sessions/dt=D
 - `datasets`        datasets/run=D train + test splits
@@ -8,68 +8,19 @@ Suites (each expectation says why it exists in its `notes`, shown in Data Docs):
 - `recommendations` the scored table before it is published
 
 Rules GX has no single expectation for are checked on derived columns (names start with `_`)
-that the validation job computes next to the data; a failure names the expectation and column.
-
-`QualityStore` is a file-backed GX context under `quality/dt=D/`: every validation writes its
-result as JSON (`quality/dt=D/<suite>.json`) and rebuilds the day's Data Docs site
-(`quality/dt=D/data_docs/index.html`). A rerun replaces the suite's previous result.
+computed next to the data (`spark_frames` for the Spark datasets, `recommendations` for the
+scored table); a failure names the expectation and column.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 
-from jobs.common.errors import PipelineError
-from jobs.common.localfs import write_json_atomic
-
-log = logging.getLogger("jobs.quality")
-
-REC_COLUMNS = (
-    "session_id", "user_id", "rank", "item_id", "score", "strategy", "model_version",
-    "generated_at",
-)  # fmt: skip
+from jobs.common import contracts as C
+from jobs.common.settings import QualityThresholds
 
 # Strings that exporters write for a missing value; as ids they mean the id was lost upstream.
 NULL_TOKENS = ["", "null", "NULL", "Null", "None", "none", "nan", "NaN", "NA", "N/A", "undefined"]
-
-
-class QualityGateError(PipelineError):
-    """A dataset failed its Great Expectations suite: the run stops, nothing is published."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Tunable limits of the suites (DAG params / CLI flags); defaults suit clickstreams."""
-
-    max_quarantine_share: float = 0.05
-    min_events: int = 1
-    min_volume_ratio: float = 0.2  # events of D vs the previous day's
-    max_id_length: int = 256
-    max_session_events: int = 1000
-    max_long_session_share: float = 0.001  # share of sessions allowed above max_session_events
-    min_multi_event_share: float = 0.05  # sessions with >= 2 events
-    min_test_coverage: float = 0.25  # share of test-window events whose item train knows
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> Thresholds:
-        values = dict(values or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PipelineError(
-                f"unknown quality thresholds {unknown}: expected some of {sorted(known)}"
-            )
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _gxe():
@@ -96,7 +47,7 @@ def _true(column: str, why: str):
     return _gxe().ExpectColumnValuesToBeInSet(column=column, value_set=[True], notes=why)
 
 
-def _id_format(column: str, t: Thresholds) -> list:
+def _id_format(column: str, t: QualityThresholds) -> list:
     gxe = _gxe()
     return [
         gxe.ExpectColumnValueLengthsToBeBetween(
@@ -120,7 +71,7 @@ def _id_format(column: str, t: Thresholds) -> list:
     ]
 
 
-def raw_events_suite(t: Thresholds, previous_day_events: int | None = None):
+def raw_events_suite(t: QualityThresholds, previous_day_events: int | None = None):
     """events/dt=D as ingest published it, plus the day's ingest counts as columns:
     `_ts_in_day` (the event's UTC date is D), `_quarantine_share` (rejected / raw rows)."""
     gxe = _gxe()
@@ -158,15 +109,15 @@ def raw_events_suite(t: Thresholds, previous_day_events: int | None = None):
                 f"{previous_day_events} events; a truncated delivery fails here.",
             )
         )
-    return _suite("raw_events", exp)
+    return _suite(C.SUITE_RAW_EVENTS, exp)
 
 
-def sessions_suite(t: Thresholds):
+def sessions_suite(t: QualityThresholds):
     """sessions/dt=D with `_ts_not_before_day` and, on each session's first row only (null
     on the others, which GX skips), `_starts_on_day`, `_session_length`, `_seq_contiguous`."""
     gxe = _gxe()
     return _suite(
-        "sessions",
+        C.SUITE_SESSIONS,
         [
             gxe.ExpectTableRowCountToBeBetween(
                 min_value=1, notes="A day without sessions cannot be scored."
@@ -221,13 +172,13 @@ def sessions_suite(t: Thresholds):
     )
 
 
-def datasets_suite(t: Thresholds):
+def datasets_suite(t: QualityThresholds):
     """train + test of datasets/run=D (column `split`), with `_session_length` on each
     session's first row, `_item_in_train`, `_after_split` (test) / `_before_split` (train)
     and `_test_coverage` (share of the test window's events whose item train knows)."""
     gxe = _gxe()
     return _suite(
-        "datasets",
+        C.SUITE_DATASETS,
         [
             *_not_null(
                 ["session_id", "item_id", "ts", "seq", "split"],
@@ -269,13 +220,13 @@ def datasets_suite(t: Thresholds):
     )
 
 
-def item_index_suite(t: Thresholds, n_train_items: int):
+def item_index_suite(t: QualityThresholds, n_train_items: int):
     """items + popularity of datasets/run=D joined on item_idx, with `_support_matches`
     (support = the item's train events), `_weight_ok` (weight = support^alpha) and
     `_cdf_step` (cdf minus the previous item's)."""
     gxe = _gxe()
     return _suite(
-        "item_index",
+        C.SUITE_ITEM_INDEX,
         [
             gxe.ExpectTableRowCountToEqual(
                 value=n_train_items,
@@ -300,6 +251,11 @@ def item_index_suite(t: Thresholds, n_train_items: int):
             ),
             _true("_support_matches", "support is the item's event count in train."),
             _true(
+                "_alpha_matches",
+                "The table records the alpha it was built with: training samples from this "
+                "table, so its alpha is the one the model used.",
+            ),
+            _true(
                 "_weight_ok",
                 "Negative sampling weight = support^alpha and positive.",
             ),
@@ -321,7 +277,7 @@ def item_index_suite(t: Thresholds, n_train_items: int):
 def recommendations_suite(k: int, n_sessions: int):
     gxe = _gxe()
     exp = [
-        *_not_null(REC_COLUMNS, "Downstream systems read every field."),
+        *_not_null(C.RECOMMENDATIONS.columns, "Downstream systems read every field."),
         gxe.ExpectTableRowCountToEqual(
             value=n_sessions * k, notes=f"Exactly {k} recommendations per session."
         ),
@@ -346,14 +302,14 @@ def recommendations_suite(k: int, n_sessions: int):
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="strategy",
-            value_set=["gru4rec", "popularity_fallback"],
+            value_set=list(C.STRATEGIES),
             notes="Each row says which strategy produced it.",
         ),
         gxe.ExpectColumnValueLengthsToBeBetween(
             column="model_version", min_value=1, notes="Every row names its model."
         ),
     ]
-    return _suite("recommendations", exp)
+    return _suite(C.SUITE_RECOMMENDATIONS, exp)
 
 
 def describe_failures(result) -> list[str]:
@@ -380,240 +336,3 @@ def describe_failures(result) -> list[str]:
         }
         out.append(f"{cfg.type}({target}) expected {bounds or 'to hold'}, found {observed}")
     return out
-
-
-class QualityStore:
-    """The file-backed GX context of one day: results JSON + Data Docs under `root`.
-
-    `root` is `quality/dt=D` (a local or mounted directory).
-    """
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        import great_expectations as gx
-
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.docs_dir = self.root / "data_docs"
-        self.context = gx.get_context(mode="file", project_root_dir=str(self.root))
-        _quiet(self.context)
-        site = {
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(self.docs_dir.resolve()),
-            },
-        }
-        sites = self.context.list_data_docs_sites()
-        if "local_site" in sites:
-            self.context.update_data_docs_site("local_site", site)
-        else:
-            self.context.add_data_docs_site("local_site", site)
-
-    @staticmethod
-    def results_dir(quality_root: str | os.PathLike, day) -> Path:
-        return Path(quality_root) / f"dt={day}"
-
-    @property
-    def docs_index(self) -> Path:
-        return self.docs_dir / "index.html"
-
-    def _batch(self, engine: str, asset_name: str):
-        sources = self.context.data_sources
-        if engine == "spark":
-            source = sources.add_or_update_spark("spark")
-        elif engine == "pandas":
-            source = sources.add_or_update_pandas("pandas")
-        else:
-            raise ValueError(f"engine: expected 'spark' or 'pandas', found {engine!r}")
-        try:
-            asset = source.get_asset(asset_name)
-        except LookupError:
-            asset = source.add_dataframe_asset(asset_name)
-        try:
-            return asset.get_batch_definition("whole")
-        except (LookupError, KeyError):
-            return asset.add_batch_definition_whole_dataframe("whole")
-
-    def _forget(self, suite_name: str) -> None:
-        """Drop the suite's earlier results of this day, so a rerun replaces them."""
-        shutil.rmtree(
-            self.root / "gx" / "uncommitted" / "validations" / suite_name, ignore_errors=True
-        )
-
-    def validate(
-        self, suite, frame, engine: str, name: str | None = None, extra: dict | None = None
-    ) -> dict:
-        """Run `suite` on `frame` (a Spark or pandas DataFrame), keep the result (with `extra`,
-        e.g. the counts behind it) and rebuild the Data Docs; returns {"suite", "success",
-        "failed", "statistics", ...}."""
-        import great_expectations as gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
-
-        name = name or suite.name
-        if engine == "spark":
-            # Materialize the derived columns once: GX computes each metric as its own Spark
-            # job, which would otherwise recompute the windows and joins every time.
-            # Small days spread over many shuffle partitions make every metric a job of many
-            # tiny tasks: keep about two partitions per core, never more than there were.
-            target = 2 * frame.sparkSession.sparkContext.defaultParallelism
-            if frame.rdd.getNumPartitions() > target:
-                frame = frame.coalesce(target)
-            frame = frame.localCheckpoint(eager=True)
-        self._forget(name)
-        batch = self._batch(engine, name)
-        suite = self.context.suites.add_or_update(suite)
-        vd = self.context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=name, data=batch, suite=suite)
-        )
-        checkpoint = self.context.checkpoints.add_or_update(
-            gx.Checkpoint(
-                name=name,
-                validation_definitions=[vd],
-                actions=[UpdateDataDocsAction(name="data_docs", site_names=["local_site"])],
-                result_format="SUMMARY",
-            )
-        )
-        run = checkpoint.run(batch_parameters={"dataframe": frame})
-        result = next(iter(run.run_results.values()))
-        summary = {
-            "suite": name,
-            "success": bool(result.success),
-            "failed": describe_failures(result),
-            "statistics": dict(result.statistics),
-            "data_docs": str(self.docs_index),
-            **(extra or {}),
-            "result": result.to_json_dict(),
-        }
-        write_json_atomic(self.root / f"{name}.json", summary)
-        log.info(
-            "suite %s: %s (%s/%s expectations passed)",
-            name,
-            "passed" if summary["success"] else "FAILED",
-            summary["statistics"].get("successful_expectations"),
-            summary["statistics"].get("evaluated_expectations"),
-        )
-        return summary
-
-
-def raise_if_failed(*summaries: dict) -> None:
-    """The quality gate: a failed suite stops the run with every failing expectation named."""
-    failed = [s for s in summaries if not s["success"]]
-    if failed:
-        lines = [f"suite '{s['suite']}': " + "; ".join(s["failed"]) for s in failed]
-        docs = failed[0].get("data_docs", "")
-        raise QualityGateError(
-            "data quality gate failed: "
-            + " | ".join(lines)
-            + (f" (Data Docs: {docs})" if docs else "")
-        )
-
-
-def recommendations_frame(table: pd.DataFrame, day_sessions, item_ids: np.ndarray) -> pd.DataFrame:
-    """The scored table with the derived columns of `recommendations_suite`."""
-    df = table.sort_values(["session_id", "rank"], kind="stable").reset_index(drop=True)
-    df["_session_in_day"] = df["session_id"].isin(pd.Index(day_sessions))
-    df["_item_in_index"] = df["item_id"].isin(pd.Index(item_ids))
-    nxt = df.groupby("session_id", sort=False)["score"].shift(-1)
-    df["_score_drop"] = (df["score"] - nxt).fillna(0.0).astype("float64")
-    return df
-
-
-def validate_recommendations_file(
-    path,
-    day_sessions: np.ndarray,
-    item_ids: np.ndarray,
-    k: int,
-    chunk_rows: int = 1_000_000,
-    store: QualityStore | None = None,
-) -> dict:
-    """Run the suite over a scored Parquet file in chunks of whole row groups (a session never
-    spans row groups), so memory is bounded by `chunk_rows`, not by the day. Table-level
-    counts are per chunk here; that every session of the day appears exactly once across
-    chunks is checked by the streaming `gru4rec.score.validate_table` before this runs.
-    With a `store`, each chunk's result goes to the day's results and Data Docs
-    (`recommendations`, then `recommendations_part2`, ...).
-    """
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    day_index = pd.Index(np.asarray(day_sessions, dtype=object))
-    results, failed, success = [], [], True
-    pending: list[pd.DataFrame] = []
-    rows = 0
-
-    def flush() -> None:
-        nonlocal success, rows
-        chunk = pd.concat(pending, ignore_index=True)
-        pending.clear()
-        rows = 0
-        n = len(chunk["session_id"].unique())
-        frame = recommendations_frame(chunk, day_index, item_ids)
-        if store is None:
-            res = _validate_ephemeral(lambda: recommendations_suite(k, n), frame)
-        else:
-            name = "recommendations" + (f"_part{len(results) + 1}" if results else "")
-            res = store.validate(recommendations_suite(k, n), frame, "pandas", name=name)
-        success = success and res["success"]
-        failed.extend(f for f in res["failed"] if f not in failed)
-        results.append(res["result"])
-
-    for g in range(pf.num_row_groups):
-        frame = pf.read_row_group(g).to_pandas()
-        pending.append(frame)
-        rows += len(frame)
-        if rows >= chunk_rows:
-            flush()
-    if pending:
-        flush()
-    return {"suite": "recommendations", "success": success, "failed": failed, "results": results}
-
-
-def validate_recommendations(
-    table: pd.DataFrame,
-    day_sessions: np.ndarray,
-    item_ids: np.ndarray,
-    k: int,
-    n_sessions: int | None = None,
-) -> dict:
-    """Run the suite on one table in an ephemeral context; returns {"success", "failed": [...],
-    "result": GX JSON}. `n_sessions`: sessions the table must hold (default: all of
-    `day_sessions`)."""
-    if n_sessions is None:
-        n_sessions = len(pd.unique(np.asarray(day_sessions, dtype=object)))
-    frame = recommendations_frame(table, day_sessions, item_ids)
-    return _validate_ephemeral(lambda: recommendations_suite(k, n_sessions), frame)
-
-
-def _validate_ephemeral(build_suite, frame: pd.DataFrame) -> dict:
-    """`build_suite()` runs after the context exists (GX needs one to build a suite)."""
-    import great_expectations as gx
-
-    context = gx.get_context(mode="ephemeral")
-    _quiet(context)
-    suite = build_suite()
-    source = context.data_sources.add_pandas("scored")
-    batch = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("day")
-    suite = context.suites.add(suite)
-    vd = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
-    )
-    result = vd.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-    return {
-        "suite": suite.name,
-        "success": bool(result.success),
-        "failed": describe_failures(result),
-        "result": result.to_json_dict(),
-    }
-
-
-def _quiet(context) -> None:
-    """No progress bars in job logs."""
-    try:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        context.variables.progress_bars = ProgressBarsConfig(
-            globally=False, metric_calculations=False
-        )
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other GX versions
-        log.debug("could not turn GX progress bars off")

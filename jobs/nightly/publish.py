@@ -1,4 +1,5 @@
-"""Atomic, idempotent publish of one date partition by a symlink swap (local file systems).
+"""Atomic, idempotent publish of one date's recommendations by a symlink swap (local file
+systems).
 
 `<root>/dt=D` is a symbolic link to an immutable version directory
 `<root>/_versions/dt=D/<version>/`. A run writes and validates a new version, then replaces the
@@ -11,10 +12,19 @@ underscore, so partition discovery ignores it.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
+
+from jobs.common import contracts as C
+from jobs.common.errors import ConfigError
+from jobs.common.lake import Lake, dt_partition
+
+log = logging.getLogger("jobs.publish")
+VALIDATED = "_validation.json"  # written beside a scored table once its gate passed
 
 
 def new_version_dir(root: str | Path, partition: str) -> Path:
@@ -71,3 +81,23 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def mark_validated(staged: str | Path, results) -> None:
+    """Record that the gate passed on `staged` (readers skip names starting with "_")."""
+    Path(staged, VALIDATED).write_text(json.dumps(results, default=str))
+
+
+def publish_staged(lake: Lake, day: str, staged: str | Path) -> dict:
+    """Point `recommendations/dt=D` at the validated `staged` version; returns the record."""
+    staged = Path(staged)
+    versions = Path(lake.recommendations_versions(day)).resolve()
+    if staged.resolve().parent != versions:
+        raise ConfigError(f"--staged: expected a version of {day} under {versions}, found {staged}")
+    if not (staged / VALIDATED).exists():
+        raise ConfigError(f"{staged} was not validated: expected {VALIDATED} beside it")
+    summary = json.loads((staged / C.SCORED_SUMMARY).read_text())
+    link = publish(lake.recommendations, dt_partition(day), staged)
+    record = {**summary, "path": str(link), "version": staged.name}
+    log.info("published %s: %s", link, record)
+    return record

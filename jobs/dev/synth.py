@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from jobs.common.lake import dt_partition
+
 log = logging.getLogger("jobs.synth")
 
 
@@ -54,47 +56,51 @@ def _popularity_sampler(rng: np.random.Generator, n: int, exponent: float):
     return draw
 
 
-def generate(cfg: SynthConfig) -> pa.Table:
-    """Build the raw clickstream table in memory (about 60 bytes per event)."""
-    rng = np.random.default_rng(cfg.seed)
-    draw = _popularity_sampler(rng, cfg.items, cfg.zipf_exponent)
-    succ = draw(cfg.items * cfg.successors).reshape(cfg.items, cfg.successors)
-
-    # 30% more sessions than needed: some fall past the end; the surplus is cut below.
+def _sessions(rng, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Session lengths and their users (sorted), 30% more sessions than needed: some fall past
+    the end; the surplus is cut later."""
     n_sessions = max(1, int(1.3 * cfg.events / cfg.mean_session_length))
     lengths = np.minimum(
         rng.geometric(1.0 / cfg.mean_session_length, n_sessions), cfg.max_session_length
     )
     n_users = max(1, int(n_sessions / cfg.sessions_per_user))
-    users = np.sort(rng.integers(0, n_users, n_sessions))
+    return lengths, np.sort(rng.integers(0, n_users, n_sessions))
 
-    # Within a session: gaps of seconds to a few minutes, always under 30 minutes.
+
+def _offsets(rng, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's offset in its session (gaps of seconds to minutes, always under 30
+    minutes) and each session's duration."""
     total = int(lengths.sum())
     gaps = np.minimum(rng.exponential(45.0, total), 1700.0)
-    sess_of_event = np.repeat(np.arange(n_sessions), lengths)
     first = np.zeros(total, dtype=bool)
     first[np.cumsum(lengths) - lengths] = True
     gaps[first] = 0.0
     offsets = np.cumsum(gaps)
     offsets -= np.repeat(offsets[first], lengths)
-    durations = offsets[np.cumsum(lengths) - 1]
+    return offsets, offsets[np.cumsum(lengths) - 1]
 
-    # Between a user's sessions: at least 31 minutes, hours on average; users start at random.
+
+def _starts(rng, cfg: SynthConfig, users: np.ndarray, durations: np.ndarray) -> np.ndarray:
+    """Session start offsets: between a user's sessions at least 31 minutes, hours on
+    average; users start at random in the span."""
     span = cfg.days * 86400.0
-    mean_gap = cfg.mean_hours_between_sessions * 3600.0
-    between = 1860.0 + rng.exponential(mean_gap, n_sessions)
-    user_first = np.ones(n_sessions, dtype=bool)
+    between = 1860.0 + rng.exponential(cfg.mean_hours_between_sessions * 3600.0, len(users))
+    user_first = np.ones(len(users), dtype=bool)
     user_first[1:] = users[1:] != users[:-1]
     step = between + np.concatenate([[0.0], durations[:-1]])
     step[user_first] = rng.random(user_first.sum()) * span
     cs = np.cumsum(step)
     group = np.cumsum(user_first) - 1
-    starts = cs - (cs - step)[user_first][group]  # running sum restarted at each user
+    return cs - (cs - step)[user_first][group]  # running sum restarted at each user
 
-    # Items: first from popularity, then follow a successor of the current item or jump.
+
+def _items(rng, cfg: SynthConfig, draw, succ: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """First item from popularity, then follow a successor of the current item or jump."""
+    total = int(lengths.sum())
+    sess_of_event = np.repeat(np.arange(len(lengths)), lengths)
     items = np.empty(total, dtype=np.int64)
     pos_in_session = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cur = draw(n_sessions)
+    cur = draw(len(lengths))
     for pos in range(int(lengths.max())):
         idx = np.flatnonzero(pos_in_session == pos)
         sess = sess_of_event[idx]
@@ -104,23 +110,18 @@ def generate(cfg: SynthConfig) -> pa.Table:
             pick = succ[cur[sess], rng.integers(0, cfg.successors, idx.size)]
             cur[sess] = np.where(follow, pick, nxt)
         items[idx] = cur[sess]
+    return items
 
-    t0 = dt.datetime.combine(cfg.start, dt.time(), tzinfo=dt.UTC).timestamp()
-    ts_ms = ((t0 + np.repeat(starts, lengths) + offsets) * 1000).astype(np.int64)
-    keep = ts_ms < (t0 + span) * 1000
-    keep &= np.cumsum(keep) <= cfg.events  # exactly `events` clean rows (users sorted: cut last)
-    ev_users, items, ts_ms = np.repeat(users, lengths)[keep], items[keep], ts_ms[keep]
 
-    # Dirt, then a duplicate of some rows, then log order (time, jittered a little).
+def _dirty_table(rng, cfg: SynthConfig, users, items, ts_ms) -> pa.Table:
+    """Duplicates, log order (time, jittered a little), then empty users and broken times."""
     n = ts_ms.size
     dup = np.flatnonzero(rng.random(n) < cfg.dirt_duplicates)
     order = np.concatenate([np.arange(n), dup])
-    ev_users, items, ts_ms = ev_users[order], items[order], ts_ms[order]
-    jitter = rng.integers(0, 5000, ts_ms.size)
-    order = np.argsort(ts_ms + jitter, kind="stable")
-    ev_users, items, ts_ms = ev_users[order], items[order], ts_ms[order]
-
-    user_col = pc.binary_join_element_wise("u", pa.array(ev_users).cast(pa.string()), "")
+    users, items, ts_ms = users[order], items[order], ts_ms[order]
+    order = np.argsort(ts_ms + rng.integers(0, 5000, ts_ms.size), kind="stable")
+    users, items, ts_ms = users[order], items[order], ts_ms[order]
+    user_col = pc.binary_join_element_wise("u", pa.array(users).cast(pa.string()), "")
     item_col = pc.binary_join_element_wise("i", pa.array(items).cast(pa.string()), "")
     ts_col = pa.array(ts_ms).cast(pa.string())
     m = ts_ms.size
@@ -136,6 +137,22 @@ def generate(cfg: SynthConfig) -> pa.Table:
     return pa.table(
         {"user_id": user_col, "item_id": item_col, "timestamp": ts_col, "event_type": event_type}
     )
+
+
+def generate(cfg: SynthConfig) -> pa.Table:
+    """Build the raw clickstream table in memory (about 60 bytes per event)."""
+    rng = np.random.default_rng(cfg.seed)
+    draw = _popularity_sampler(rng, cfg.items, cfg.zipf_exponent)
+    succ = draw(cfg.items * cfg.successors).reshape(cfg.items, cfg.successors)
+    lengths, users = _sessions(rng, cfg)
+    offsets, durations = _offsets(rng, lengths)
+    starts = _starts(rng, cfg, users, durations)
+    items = _items(rng, cfg, draw, succ, lengths)
+    t0 = dt.datetime.combine(cfg.start, dt.time(), tzinfo=dt.UTC).timestamp()
+    ts_ms = ((t0 + np.repeat(starts, lengths) + offsets) * 1000).astype(np.int64)
+    keep = ts_ms < (t0 + cfg.days * 86400.0) * 1000
+    keep &= np.cumsum(keep) <= cfg.events  # exactly `events` clean rows (users sorted: cut last)
+    return _dirty_table(rng, cfg, np.repeat(users, lengths)[keep], items[keep], ts_ms[keep])
 
 
 def write_csv(table: pa.Table, path: str) -> None:
@@ -158,8 +175,9 @@ def write_daily_csv(table: pa.Table, root: str) -> list[str]:
     dates = []
     for d in np.unique(day):
         date = str(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)))
-        os.makedirs(os.path.join(root, f"dt={date}"), exist_ok=True)
-        write_csv(table.filter(pa.array(day == d)), os.path.join(root, f"dt={date}", "clicks.csv"))
+        os.makedirs(os.path.join(root, dt_partition(date)), exist_ok=True)
+        rows = table.filter(pa.array(day == d))
+        write_csv(rows, os.path.join(root, dt_partition(date), "clicks.csv"))
         dates.append(date)
     return dates
 

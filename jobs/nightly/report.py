@@ -15,10 +15,11 @@ import json
 import os
 from pathlib import Path
 
+from jobs.common import contracts as C
+from jobs.common.lake import Lake
 from jobs.common.localfs import write_json_atomic, write_text_atomic
 
 PUBLISH_FIELDS = ("path", "sessions", "rows", "fallback_sessions", "model_version", "published_at")
-SUITES = ("raw_events", "sessions", "datasets", "item_index", "recommendations")
 
 
 def _load(path: Path) -> dict | None:
@@ -46,33 +47,26 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def run_state(lake: str, quality_root: str, day: str) -> dict:
+def run_state(lake: Lake, day: str) -> dict:
     """Everything the report shows, as plain data (also written as `run.json`)."""
-    lake_p, q = Path(lake), Path(quality_root) / f"dt={day}"
     state: dict = {"date": day, "suites": {}}
-    for suite in SUITES:
-        res = _load(q / f"{suite}.json")
+    for suite in C.SUITES:
+        res = _load(Path(lake.suite_result(day, suite)))
         if res is not None:
             res.pop("result", None)
         state["suites"][suite] = res
-    state["ingest"] = _load(lake_p / "events" / "_summaries" / f"{day}.json")
-    state["sessionize"] = _load(lake_p / "sessions" / "_summaries" / f"{day}.json")
-    state["build_datasets"] = _load(lake_p / "datasets" / "_summaries" / f"{day}.json")
-    state["popularity"] = _load(lake_p / "datasets" / "_summaries" / f"{day}.popularity.json")
-    model_dir = lake_p / "models" / f"run={day}"
-    state["model"] = _load(model_dir / "metrics.json")
-    state["promotion"] = _load(q / "promotion.json")
-    state["publish"] = _load(q / "publish.json")
-    state["model_dir"] = str(model_dir)
+    state["ingest"] = _load(Path(Lake.summary(lake.events, day)))
+    state["sessionize"] = _load(Path(Lake.summary(lake.sessions, day)))
+    state["build_datasets"] = _load(Path(lake.datasets_summary(day)))
+    state["popularity"] = _load(Path(lake.popularity_summary(day)))
+    state["model"] = _load(Path(lake.model_run(day), "metrics.json"))
+    state["promotion"] = _load(Path(lake.promotion_record(day)))
+    state["publish"] = _load(Path(lake.publish_record(day)))
+    state["model_dir"] = lake.model_run(day)
     return state
 
 
-def render(state: dict, quality_dir: Path) -> str:
-    day = state["date"]
-    parts = [
-        f"<h1>Nightly run {html.escape(day)}</h1>",
-        '<p><a href="data_docs/index.html">Data Docs (every validation of this day)</a></p>',
-    ]
+def _gates_section(state: dict) -> list[str]:
     gates = []
     for suite, res in state["suites"].items():
         if res is None:
@@ -88,8 +82,10 @@ def render(state: dict, quality_dir: Path) -> str:
                 _Html("<br>".join(html.escape(f) for f in res.get("failed", [])) or "-"),
             )
         )
-    parts += ["<h2>Data quality</h2>", _table(gates, ("suite", "status", "passed", "failing"))]
+    return ["<h2>Data quality</h2>", _table(gates, ("suite", "status", "passed", "failing"))]
 
+
+def _data_section(state: dict) -> list[str]:
     counts = []
     if (ing := state["ingest"]) is not None:
         counts += [
@@ -110,42 +106,41 @@ def render(state: dict, quality_dir: Path) -> str:
             )
     if (pop := state["popularity"]) is not None:
         counts.append(("items in the index", pop.get("items")))
-    parts += ["<h2>Data</h2>", _table(counts or [("-", "no job summaries yet")], ("", ""))]
+    return ["<h2>Data</h2>", _table(counts or [("-", "no job summaries yet")], ("", ""))]
 
+
+def _model_section(state: dict, quality_dir: Path) -> list[str]:
     model = state["model"]
-    parts.append("<h2>Model</h2>")
     if model is None:
-        parts.append("<p>not trained yet</p>")
-    else:
-        cut = sorted(int(k.split("@")[1]) for k in model if k.startswith("recall@"))
-        rows = [
-            (
-                "GRU4Rec (tonight)",
-                *[_fmt(model[f"recall@{c}"]) for c in cut],
-                *[_fmt(model[f"mrr@{c}"]) for c in cut],
-            )
-        ]
-        for name, b in (model.get("baselines") or {}).items():
-            rows.append(
-                (
-                    name,
-                    *[_fmt(b.get(f"recall@{c}")) for c in cut],
-                    *[_fmt(b.get(f"mrr@{c}")) for c in cut],
-                )
-            )
-        head = ("model", *[f"Recall@{c}" for c in cut], *[f"MRR@{c}" for c in cut])
-        rel = os.path.relpath(state["model_dir"], quality_dir)
-        rate = model.get("events_per_second") or 0
-        device = html.escape(str(model.get("device")))
-        parts += [
-            _table(rows, head),
-            f'<p><a href="{rel}/report.html">model report</a> &middot; '
-            f"{rate:.0f} training events/s on {device}</p>",
-            f'<img src="{rel}/loss.png" alt="training loss"> '
-            f'<img src="{rel}/metrics.png" alt="metrics">',
-        ]
+        return ["<h2>Model</h2>", "<p>not trained yet</p>"]
+    cut = sorted(int(k.split("@")[1]) for k in model if k.startswith("recall@"))
+
+    def row(name: str, values: dict) -> tuple:
+        recall = [_fmt(values.get(f"recall@{c}")) for c in cut]
+        return (name, *recall, *[_fmt(values.get(f"mrr@{c}")) for c in cut])
+
+    rows = [row("GRU4Rec (tonight)", model)]
+    rows += [row(name, b) for name, b in (model.get("baselines") or {}).items()]
+    head = ("model", *[f"Recall@{c}" for c in cut], *[f"MRR@{c}" for c in cut])
+    rel = os.path.relpath(state["model_dir"], quality_dir)
+    rate = model.get("events_per_second") or 0
+    device = html.escape(str(model.get("device")))
+    sampling = model.get("sampling") or {}
+    return [
+        "<h2>Model</h2>",
+        _table(rows, head),
+        f'<p><a href="{rel}/report.html">model report</a> &middot; '
+        f"{rate:.0f} training events/s on {device} &middot; negatives sampled with alpha "
+        f"{html.escape(str(sampling.get('alpha')))} from "
+        f"<code>{html.escape(str(sampling.get('source')))}</code></p>",
+        f'<img src="{rel}/loss.png" alt="training loss"> '
+        f'<img src="{rel}/metrics.png" alt="metrics">',
+    ]
+
+
+def _decision_sections(state: dict) -> list[str]:
+    parts = ["<h2>Promotion gate</h2>"]
     promo = state["promotion"]
-    parts.append("<h2>Promotion gate</h2>")
     if promo is None:
         parts.append("<p>not run</p>")
     else:
@@ -154,43 +149,42 @@ def render(state: dict, quality_dir: Path) -> str:
             f"<p>{verdict}: {html.escape(promo['reason'])}. Scoring uses "
             f"<code>{html.escape(str(promo['serving_model']))}</code>.</p>"
         )
-    pub = state["publish"]
     parts.append("<h2>Recommendations</h2>")
+    pub = state["publish"]
     if pub is None:
         parts.append("<p>not published by this run</p>")
     else:
-        parts.append(
-            _table(
-                [
-                    (k, pub.get(k))
-                    for k in (
-                        "path",
-                        "sessions",
-                        "rows",
-                        "fallback_sessions",
-                        "model_version",
-                        "published_at",
-                    )
-                ],
-                ("", ""),
-            )
-        )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-        "collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;"
-        "vertical-align:top}.bad{color:#b00}img{max-width:48%}"
-    )
+        parts.append(_table([(k, pub.get(k)) for k in PUBLISH_FIELDS], ("", "")))
+    return parts
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+    "collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;"
+    "vertical-align:top}.bad{color:#b00}img{max-width:48%}"
+)
+
+
+def render(state: dict, quality_dir: Path) -> str:
+    day = html.escape(state["date"])
+    parts = [
+        f"<h1>Nightly run {day}</h1>",
+        '<p><a href="data_docs/index.html">Data Docs (every validation of this day)</a></p>',
+        *_gates_section(state),
+        *_data_section(state),
+        *_model_section(state, quality_dir),
+        *_decision_sections(state),
+    ]
     return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>Run {html.escape(day)}</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+        f"<!doctype html><html><head><meta charset=utf-8><title>Run {day}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
 
 
-def write_run_report(lake: str, quality_root: str, day: str) -> Path | None:
+def write_run_report(lake: Lake, day: str) -> Path | None:
     """Refresh `quality/dt=D/report.html` (and `run.json`); None when the roots are not local."""
-    if "://" in lake or "://" in quality_root:
+    if not lake.is_local:
         return None
-    q = Path(quality_root) / f"dt={day}"
-    state = run_state(lake, quality_root, day)
-    write_json_atomic(q / "run.json", state)
-    return write_text_atomic(q / "report.html", render(state, q))
+    state = run_state(lake, str(day))
+    write_json_atomic(lake.run_state(day), state)
+    return write_text_atomic(lake.run_report(day), render(state, Path(lake.quality_day(day))))

@@ -5,7 +5,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.common.lake import FS, publish_dir, publish_partitions, staging, write_summary
+from jobs.common.fs import FS, publish_dir, publish_partitions, staging, write_summary
 
 
 def _write(spark, path, rows):

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
-from jobs import quality
+from jobs.common import contracts as C
 from jobs.common.lake import Lake
-from jobs.validate import item_index_frame, raw_events_frame, sessions_frame
+from jobs.common.settings import QualityThresholds
+from jobs.quality import suites
+from jobs.quality.spark_frames import item_index_frame, raw_events_frame, sessions_frame
+from jobs.quality.store import QualityGateError, QualityStore, raise_if_failed
 
 DAY = dt.date(2026, 1, 5)
 T = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)
@@ -22,39 +26,39 @@ def _write(spark, rows, schema, path):
 
 @pytest.fixture
 def store(tmp_path):
-    return quality.QualityStore(tmp_path / "quality" / f"dt={DAY}")
+    return QualityStore(Lake(str(tmp_path)).quality_day(DAY))
 
 
 def test_raw_events_suite_catches_quarantine_surge_and_text_nulls(spark, tmp_path, store):
     lake = Lake(str(tmp_path / "lake"))
-    schema = "user_id string, item_id string, ts timestamp, event_type string, tiebreak bigint"
+    schema = C.EVENTS.ddl
     rows = [(f"u{i}", f"i{i % 7}", T + dt.timedelta(minutes=i), None, None) for i in range(40)]
-    _write(spark, rows, schema, f"{lake.events}/dt={DAY}")
+    _write(spark, rows, schema, lake.events_day(DAY))
     _write(
         spark,
         [("unparseable_ts", "{}")],
         "reason string, raw string",
-        f"{lake.quarantine}/dt={DAY}",
+        lake.quarantine_day(DAY),
     )
     frame, counts = raw_events_frame(spark, lake, DAY)
     assert counts["quarantine_share"] == pytest.approx(1 / 41, abs=1e-6)
-    ok = store.validate(quality.raw_events_suite(quality.Thresholds()), frame, "spark")
+    ok = store.validate(suites.raw_events_suite(QualityThresholds()), frame, "spark")
     assert ok["success"], ok["failed"]
     assert json.loads((store.root / "raw_events.json").read_text())["success"]
     assert store.docs_index.exists()
 
     rows[3] = ("u3", "null", T, None, None)
-    _write(spark, rows, schema, f"{lake.events}/dt={DAY}")
+    _write(spark, rows, schema, lake.events_day(DAY))
     frame, _ = raw_events_frame(spark, lake, DAY)
-    strict = quality.Thresholds(max_quarantine_share=0.01)
-    bad = store.validate(quality.raw_events_suite(strict, previous_day_events=1000), frame, "spark")
+    strict = QualityThresholds(max_quarantine_share=0.01)
+    bad = store.validate(suites.raw_events_suite(strict, previous_day_events=1000), frame, "spark")
     failed = " ".join(bad["failed"])
     assert not bad["success"]
     assert "expect_column_max_to_be_between(_quarantine_share)" in failed
     assert "expect_column_values_to_not_be_in_set(item_id)" in failed
     assert "expect_table_row_count_to_be_between(table)" in failed  # 40 < 20% of 1000
-    with pytest.raises(quality.QualityGateError, match="_quarantine_share"):
-        quality.raise_if_failed(bad)
+    with pytest.raises(QualityGateError, match="_quarantine_share"):
+        raise_if_failed(bad)
 
 
 def test_sessions_suite_catches_broken_ids_positions_and_single_event_days(spark, tmp_path, store):
@@ -64,50 +68,50 @@ def test_sessions_suite_catches_broken_ids_positions_and_single_event_days(spark
     for s in range(10):
         sid = f"{s:024x}"
         good += [(sid, f"u{s}", f"i{j}", T + dt.timedelta(minutes=j), j) for j in range(3)]
-    _write(spark, good, schema, f"{lake.sessions}/dt={DAY}")
+    _write(spark, good, schema, lake.sessions_day(DAY))
     ok = store.validate(
-        quality.sessions_suite(quality.Thresholds()), sessions_frame(spark, lake, DAY), "spark"
+        suites.sessions_suite(QualityThresholds()), sessions_frame(spark, lake, DAY), "spark"
     )
     assert ok["success"], ok["failed"]
 
     bad = [r for r in good if r[4] != 1]  # a hole in every session's positions
     bad[0] = ("NOT-A-HASH", *bad[0][1:])
-    _write(spark, bad, schema, f"{lake.sessions}/dt={DAY}")
+    _write(spark, bad, schema, lake.sessions_day(DAY))
     res = store.validate(
-        quality.sessions_suite(quality.Thresholds()), sessions_frame(spark, lake, DAY), "spark"
+        suites.sessions_suite(QualityThresholds()), sessions_frame(spark, lake, DAY), "spark"
     )
     failed = " ".join(res["failed"])
     assert "match_regex(session_id)" in failed and "_seq_contiguous" in failed
 
     singles = [(f"{s:024x}", f"u{s}", "i1", T, 0) for s in range(30)]
-    _write(spark, singles, schema, f"{lake.sessions}/dt={DAY}")
+    _write(spark, singles, schema, lake.sessions_day(DAY))
     res = store.validate(
-        quality.sessions_suite(quality.Thresholds()), sessions_frame(spark, lake, DAY), "spark"
+        suites.sessions_suite(QualityThresholds()), sessions_frame(spark, lake, DAY), "spark"
     )
     assert [f for f in res["failed"] if "_session_length" in f], res["failed"]
 
 
 def test_item_index_suite_catches_a_cdf_that_does_not_sum_to_one(spark, tmp_path, store):
     lake = Lake(str(tmp_path / "lake"))
-    run = lake.datasets(str(DAY))
     train = [(f"s{i}", f"i{i % 3}", T, i) for i in range(9)]  # i0, i1, i2: 3 events each
-    _write(spark, train, "session_id string, item_id string, ts timestamp, seq int", f"{run}/train")
+    _write(spark, train, "session_id string, item_id string, ts timestamp, seq int",
+           lake.split(DAY, "train"))  # fmt: skip
     items = [("i0", 0, 3), ("i1", 1, 3), ("i2", 2, 3)]
-    _write(spark, items, "item_id string, item_idx int, support long", f"{run}/items")
+    _write(spark, items, C.ITEMS.ddl, lake.items(DAY))
     w = 3**0.5
-    pop = [(i, f"i{i}", 3, w, (i + 1) / 3) for i in range(3)]
-    schema = "item_idx int, item_id string, support long, weight double, cdf double"
-    _write(spark, pop, schema, f"{run}/popularity")
-    summaries = tmp_path / "lake" / "datasets" / "_summaries"
-    summaries.mkdir(parents=True)
-    (summaries / f"{DAY}.popularity.json").write_text(json.dumps({"alpha": 0.5}))
+    pop = [(i, f"i{i}", 3, w, (i + 1) / 3, 0.5) for i in range(3)]
+    schema = C.POPULARITY.ddl
+    _write(spark, pop, schema, lake.popularity(DAY))
+    summary = Path(lake.popularity_summary(DAY))
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"alpha": 0.5}))
     frame, n = item_index_frame(spark, lake, DAY)
     assert n == 3
-    ok = store.validate(quality.item_index_suite(quality.Thresholds(), n), frame, "spark")
+    ok = store.validate(suites.item_index_suite(QualityThresholds(), n), frame, "spark")
     assert ok["success"], ok["failed"]
 
-    pop[2] = (2, "i2", 3, w, 0.9)
-    _write(spark, pop, schema, f"{run}/popularity")
+    pop[2] = (2, "i2", 3, w, 0.9, 0.5)
+    _write(spark, pop, schema, lake.popularity(DAY))
     frame, n = item_index_frame(spark, lake, DAY)
-    res = store.validate(quality.item_index_suite(quality.Thresholds(), n), frame, "spark")
+    res = store.validate(suites.item_index_suite(QualityThresholds(), n), frame, "spark")
     assert any("expect_column_max_to_be_between(cdf)" in f for f in res["failed"]), res["failed"]

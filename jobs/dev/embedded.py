@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.nightly import PROJECT_ROOT
+from jobs.common.lake import PROJECT_ROOT
 
 DAG_ID = "gru4rec_nightly"
 POOLS = {"spark": (1, "one Spark application at a time"), "gpu": (1, "one torch process")}

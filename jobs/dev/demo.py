@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.embedded import airflow_env, dags_test, prepare
-from jobs.synth import SynthConfig, generate, write_daily_csv
+from jobs.common import contracts as C
+from jobs.common.lake import Lake
+from jobs.dev.embedded import airflow_env, dags_test, prepare
+from jobs.dev.synth import SynthConfig, generate, write_daily_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,39 +62,39 @@ def main(argv: list[str] | None = None) -> int:
           f"(log: {log})", flush=True)  # fmt: skip
     run = dags_test(env, logical, conf, log)
     day = str(last)
-    quality = lake / "quality" / f"dt={day}"
+    layout = Lake(str(lake))
     if run.returncode != 0:
         failed = [ln for ln in run.stdout.splitlines() if "AirflowFailException" in ln]
         print(f"demo: the DAG run FAILED (exit {run.returncode}); see {log}", file=sys.stderr)
         for line in failed[-3:]:
             print("  " + line.strip()[:400], file=sys.stderr)
-        print(f"  run report: {quality / 'report.html'}", file=sys.stderr)
+        print(f"  run report: {layout.run_report(day)}", file=sys.stderr)
         return 1
-    _summary(lake, quality, day, time.monotonic() - t0)
+    _summary(layout, day, time.monotonic() - t0)
     return 0
 
 
-def _summary(lake: Path, quality: Path, day: str, seconds: float) -> None:
+def _summary(lake: Lake, day: str, seconds: float) -> None:
     import pyarrow.parquet as pq
 
-    recs = lake / "recommendations" / f"dt={day}"
+    recs = lake.recommendations_day(day)
     table = pq.read_table(recs)
-    promotion = json.loads((quality / "promotion.json").read_text())
-    metrics = json.loads((lake / "models" / f"run={day}" / "metrics.json").read_text())
+    promotion = json.loads(Path(lake.promotion_record(day)).read_text())
+    metrics = json.loads(Path(lake.model_run(day), "metrics.json").read_text())
     best = max(metrics["baselines"].items(), key=lambda kv: kv[1]["recall@20"])
     suites = {
-        p.stem: json.loads(p.read_text())["success"]
-        for p in sorted(quality.glob("*.json"))
-        if p.stem in ("raw_events", "sessions", "datasets", "item_index", "recommendations")
+        suite: json.loads(Path(lake.suite_result(day, suite)).read_text())["success"]
+        for suite in C.SUITES
+        if Path(lake.suite_result(day, suite)).exists()
     }
     print(f"\nDemo finished in {seconds:.0f} s: the nightly DAG ran for {day}.")
     n_sessions = len(table.column("session_id").unique())
     gates = ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in suites.items())
     print(f"  recommendations  {recs}  ({table.num_rows} rows, {n_sessions} sessions)")
     print(f"  data quality     {gates}")
-    print(f"  Data Docs        {quality / 'data_docs' / 'index.html'}")
-    print(f"  run report       {quality / 'report.html'}")
-    print(f"  model            {lake / 'models' / f'run={day}'}  (GRU4Rec recall@20 "
+    print(f"  Data Docs        {lake.data_docs(day)}")
+    print(f"  run report       {lake.run_report(day)}")
+    print(f"  model            {lake.model_run(day)}  (GRU4Rec recall@20 "
           f"{metrics['recall@20']:.4f}; best baseline {best[0]} {best[1]['recall@20']:.4f}; "
           f"{promotion['reason']})")  # fmt: skip
     print("  sample rows:")

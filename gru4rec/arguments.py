@@ -1,0 +1,127 @@
+"""The command line of `python -m gru4rec`: one sub-parser per command."""
+
+from __future__ import annotations
+
+import argparse
+
+from gru4rec.config import AUTO_DEVICE, PARAM_SETS, TIE_MODES
+
+
+def _cutoffs(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(sorted({int(x) for x in value.split(",") if x.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 1,5,10,20, found {value!r}"
+        ) from None
+    if not out or out[0] <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive cutoffs, found {value!r}")
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ties", default="conservative", choices=TIE_MODES, help="rank ties")
+    p.add_argument("--cutoffs", type=_cutoffs, default=(1, 5, 10, 20), help="k for Recall/MRR@k")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gru4rec",
+        description="GRU4Rec: train, evaluate and compare with baselines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    for add in (_train, _evaluate, _score, _baselines):
+        add(sub, fmt)
+    return parser
+
+
+def _train(sub, fmt) -> None:
+    t = sub.add_parser("train", help="train a model (and evaluate it)", formatter_class=fmt)
+    t.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
+    t.add_argument("--test", help="test split to evaluate on after training")
+    t.add_argument(
+        "--items", help="item index table; none: the items/ table beside a Parquet split"
+    )
+    t.add_argument(
+        "--popularity",
+        help="negative-sampling weights (a popularity table: item_idx, item_id, weight, alpha); "
+        "none: the popularity/ table beside a Parquet split, else support^sample_alpha",
+    )
+    t.add_argument(
+        "--params", default="rsc15", choices=sorted(PARAM_SETS), help="named parameter set"
+    )
+    t.add_argument("--config", help="JSON file of parameters, applied over --params")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter (repeatable), e.g. --set n_epochs=5 --set layers=200",
+    )
+    t.add_argument("--device", help="cpu, cuda, cuda:N or auto; none: the config's (auto)")
+    t.add_argument("--resume", help="continue training from this checkpoint (file or run dir)")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--no-baselines", action="store_true", help="skip POP/S-POP/Item-KNN")
+    t.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar; none: when stderr is a terminal",
+    )
+    _common(t)
+
+
+def _evaluate(sub, fmt) -> None:
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint", formatter_class=fmt)
+    e.add_argument("--model", required=True, help="checkpoint file or run directory")
+    e.add_argument("--test", required=True, help="test split: TSV file or Parquet split")
+    e.add_argument("--device", default=AUTO_DEVICE, help="cpu, cuda, cuda:N or auto")
+    e.add_argument(
+        "--known-by",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="evaluate only on test events whose item this model knows too (repeatable): "
+        "two models compared on the same events",
+    )
+    e.add_argument("--out", help="directory for metrics.json; none: print it")
+    _common(e)
+
+
+def _score(sub, fmt) -> None:
+    s = sub.add_parser(
+        "score", help="top-k per session: sessions Parquet in, a table out", formatter_class=fmt
+    )
+    s.add_argument("--model", required=True, help="checkpoint file or run directory")
+    s.add_argument("--sessions", required=True, help="sessions Parquet (e.g. sessions/dt=D)")
+    s.add_argument(
+        "--out", required=True, help="new directory for the table (part-00000.parquet + summary)"
+    )
+    s.add_argument("--k", type=int, default=20, help="recommendations per session")
+    s.add_argument(
+        "--exclude-seen",
+        action="store_true",
+        help="rank the session's own items last (off: repeats can be recommended)",
+    )
+    s.add_argument("--device", default=AUTO_DEVICE, help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--batch-size", type=int, default=2048, help="sessions per batch")
+    s.add_argument(
+        "--max-sessions", type=int, default=200_000, help="sessions read into memory at once"
+    )
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
+
+
+def _baselines(sub, fmt) -> None:
+    b = sub.add_parser("baselines", help="POP, S-POP and Item-KNN", formatter_class=fmt)
+    b.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
+    b.add_argument("--test", required=True, help="test split")
+    b.add_argument(
+        "--items", help="item index table; none: the items/ table beside a Parquet split"
+    )
+    b.add_argument("--out", help="directory for metrics.json; none: print it")
+    _common(b)

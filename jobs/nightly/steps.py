@@ -1,0 +1,109 @@
+"""The pipeline's own steps of the nightly DAG, one process each (`python -m jobs.nightly`):
+
+    evaluate                  --lake L --date D [--margin 0.05] [--k 20]   the promotion gate
+    validate-recommendations  --lake L --date D --staged DIR   the scored table's quality gate
+    publish                   --lake L --date D --staged DIR   the atomic swap of dt=D
+    report                    --lake L --date D                refresh the run report
+
+Each refreshes the night's run report; expected failures exit 2 with one line (`run_main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs.common.lake import Lake
+from jobs.common.localfs import write_json_atomic
+from jobs.common.settings import PromotionSettings, ScoringSettings, TrainSettings
+
+
+def _lake(args) -> Lake:
+    return Lake(args.lake, args.quality_root or "")
+
+
+def cmd_evaluate(args) -> int:
+    from jobs.nightly.promote import gate
+
+    lake = _lake(args)
+    try:
+        decision = gate(lake, args.date, args.margin, args.k, args.device)
+        write_json_atomic(lake.promotion_record(args.date), decision)
+    finally:
+        cmd_report(args)
+    print(json.dumps(decision, indent=2, default=str))
+    return 0
+
+
+def cmd_validate_recommendations(args) -> int:
+    from jobs.nightly.promote import serving_model
+    from jobs.nightly.publish import mark_validated
+    from jobs.quality.recommendations import validate_scored
+    from jobs.quality.store import QualityGateError, QualityStore
+
+    lake = _lake(args)
+    store = QualityStore(lake.quality_day(args.date))
+    try:
+        model = serving_model(lake, args.date)
+        result = validate_scored(args.staged, model, lake.sessions_day(args.date), store=store)
+        mark_validated(args.staged, result["results"])
+    except QualityGateError as exc:
+        raise QualityGateError(f"{exc} (Data Docs: {store.docs_index})") from None
+    finally:
+        cmd_report(args)
+    print(json.dumps(result["counts"]))
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from jobs.nightly.publish import publish_staged
+
+    lake = _lake(args)
+    try:
+        result = publish_staged(lake, args.date, args.staged)
+        result["published_at"] = dt.datetime.now(dt.UTC).isoformat()
+        write_json_atomic(lake.publish_record(args.date), result)
+    finally:
+        cmd_report(args)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from jobs.nightly.report import write_run_report
+
+    write_run_report(_lake(args), args.date)
+    return 0
+
+
+STEPS = {
+    "evaluate": cmd_evaluate,
+    "validate-recommendations": cmd_validate_recommendations,
+    "publish": cmd_publish,
+    "report": cmd_report,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.nightly", description=__doc__)
+    parser.add_argument("step", choices=sorted(STEPS))
+    parser.add_argument("--lake", required=True)
+    parser.add_argument("--quality-root", default=None)
+    parser.add_argument("--date", required=True, type=lambda s: str(dt.date.fromisoformat(s)))
+    parser.add_argument(
+        "--margin", type=float, default=PromotionSettings.margin, help="promotion margin"
+    )
+    parser.add_argument(
+        "--k", type=int, default=ScoringSettings.k, help="recommendations per session"
+    )
+    parser.add_argument("--device", default=TrainSettings.device)
+    parser.add_argument("--staged", help="the scored, unpublished version directory")
+    args = parser.parse_args(argv)
+    if args.step in ("validate-recommendations", "publish") and not args.staged:
+        parser.error(f"{args.step} needs --staged")
+    if args.staged:
+        args.staged = str(Path(args.staged))
+    return STEPS[args.step](args)

@@ -1,0 +1,180 @@
+"""The per-night Great Expectations store: a file-backed context under `quality/dt=D/`.
+
+Every validation writes its result as JSON (`quality/dt=D/<suite>.json`) and rebuilds the
+day's Data Docs site (`quality/dt=D/data_docs/index.html`); a rerun replaces the suite's
+previous result. `raise_if_failed` is the gate: a failed suite stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from jobs.common.errors import PipelineError
+from jobs.common.localfs import write_json_atomic
+from jobs.quality.suites import describe_failures
+
+log = logging.getLogger("jobs.quality")
+
+
+class QualityGateError(PipelineError):
+    """A dataset failed its Great Expectations suite: the run stops, nothing is published."""
+
+
+class QualityStore:
+    """The file-backed GX context of one day: results JSON + Data Docs under `root`.
+
+    `root` is `quality/dt=D` (a local or mounted directory).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        import great_expectations as gx
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.docs_dir = self.root / "data_docs"
+        self.context = gx.get_context(mode="file", project_root_dir=str(self.root))
+        _quiet(self.context)
+        site = {
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(self.docs_dir.resolve()),
+            },
+        }
+        sites = self.context.list_data_docs_sites()
+        if "local_site" in sites:
+            self.context.update_data_docs_site("local_site", site)
+        else:
+            self.context.add_data_docs_site("local_site", site)
+
+    @property
+    def docs_index(self) -> Path:
+        return self.docs_dir / "index.html"
+
+    def _batch(self, engine: str, asset_name: str):
+        sources = self.context.data_sources
+        if engine == "spark":
+            source = sources.add_or_update_spark("spark")
+        elif engine == "pandas":
+            source = sources.add_or_update_pandas("pandas")
+        else:
+            raise ValueError(f"engine: expected 'spark' or 'pandas', found {engine!r}")
+        try:
+            asset = source.get_asset(asset_name)
+        except LookupError:
+            asset = source.add_dataframe_asset(asset_name)
+        try:
+            return asset.get_batch_definition("whole")
+        except (LookupError, KeyError):
+            return asset.add_batch_definition_whole_dataframe("whole")
+
+    def _forget(self, suite_name: str) -> None:
+        """Drop the suite's earlier results of this day, so a rerun replaces them."""
+        shutil.rmtree(
+            self.root / "gx" / "uncommitted" / "validations" / suite_name, ignore_errors=True
+        )
+
+    def validate(
+        self, suite, frame, engine: str, name: str | None = None, extra: dict | None = None
+    ) -> dict:
+        """Run `suite` on `frame` (a Spark or pandas DataFrame), keep the result (with `extra`,
+        e.g. the counts behind it) and rebuild the Data Docs; returns {"suite", "success",
+        "failed", "statistics", ...}."""
+        import great_expectations as gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
+
+        name = name or suite.name
+        if engine == "spark":
+            # Materialize the derived columns once: GX computes each metric as its own Spark
+            # job, which would otherwise recompute the windows and joins every time.
+            # Small days spread over many shuffle partitions make every metric a job of many
+            # tiny tasks: keep about two partitions per core, never more than there were.
+            target = 2 * frame.sparkSession.sparkContext.defaultParallelism
+            if frame.rdd.getNumPartitions() > target:
+                frame = frame.coalesce(target)
+            frame = frame.localCheckpoint(eager=True)
+        self._forget(name)
+        batch = self._batch(engine, name)
+        suite = self.context.suites.add_or_update(suite)
+        vd = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+        checkpoint = self.context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[vd],
+                actions=[UpdateDataDocsAction(name="data_docs", site_names=["local_site"])],
+                result_format="SUMMARY",
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        result = next(iter(run.run_results.values()))
+        summary = {
+            "suite": name,
+            "success": bool(result.success),
+            "failed": describe_failures(result),
+            "statistics": dict(result.statistics),
+            "data_docs": str(self.docs_index),
+            **(extra or {}),
+            "result": result.to_json_dict(),
+        }
+        write_json_atomic(self.root / f"{name}.json", summary)
+        log.info(
+            "suite %s: %s (%s/%s expectations passed)",
+            name,
+            "passed" if summary["success"] else "FAILED",
+            summary["statistics"].get("successful_expectations"),
+            summary["statistics"].get("evaluated_expectations"),
+        )
+        return summary
+
+
+def raise_if_failed(*summaries: dict) -> None:
+    """The quality gate: a failed suite stops the run with every failing expectation named."""
+    failed = [s for s in summaries if not s["success"]]
+    if failed:
+        lines = [f"suite '{s['suite']}': " + "; ".join(s["failed"]) for s in failed]
+        docs = failed[0].get("data_docs", "")
+        raise QualityGateError(
+            "data quality gate failed: "
+            + " | ".join(lines)
+            + (f" (Data Docs: {docs})" if docs else "")
+        )
+
+
+def validate_ephemeral(build_suite, frame) -> dict:
+    """`build_suite()` runs after the context exists (GX needs one to build a suite)."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    _quiet(context)
+    suite = build_suite()
+    source = context.data_sources.add_pandas("scored")
+    batch = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("day")
+    suite = context.suites.add(suite)
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+    )
+    result = vd.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+    return {
+        "suite": suite.name,
+        "success": bool(result.success),
+        "failed": describe_failures(result),
+        "result": result.to_json_dict(),
+    }
+
+
+def _quiet(context) -> None:
+    """No progress bars in job logs."""
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other GX versions
+        log.debug("could not turn GX progress bars off")

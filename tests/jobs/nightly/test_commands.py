@@ -1,0 +1,111 @@
+"""Every task's command line follows the night's settings, and what a job receives is what the
+params said: the sessionize settings, the driver's heap, k and the popularity table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.nightly import commands
+from jobs.nightly.params import Night
+from jobs.nightly.runner import DataFailure, InfraFailure, run, step_env
+
+DAY = "2026-01-05"
+
+
+def _arg(cmd, flag):
+    return cmd[cmd.index(flag) + 1]
+
+
+def test_commands_follow_the_params(tmp_path):
+    night = Night.from_params(
+        {"lake": str(tmp_path), "spark_master": "spark://h:7077", "spark_conf": {"a.b": "1"},
+         "column_mapping": {"user_col": "visitor"}, "source_preset": "", "epochs": 3,
+         "device": "cuda", "driver_memory": "6g"},
+        DAY,
+    )  # fmt: skip
+    ingest = commands.ingest(night, "/tmp/m.json")
+    assert ingest[1:5] == ["--master", "spark://h:7077", "--driver-memory", "6g"]
+    assert "--conf" in ingest and "a.b=1" in ingest
+    assert _arg(ingest, "--input") == f"{tmp_path}/raw/dt={{ds}}"
+    assert _arg(ingest, "--mapping") == "/tmp/m.json" and "--preset" not in ingest
+    assert _arg(ingest, "--catch-up-days") == "30"
+    assert any(Path(a).name == "ingest.py" for a in ingest)
+    train = commands.train(night)
+    assert "n_epochs=3" in train and _arg(train, "--device") == "cuda"
+    assert _arg(train, "--out") == night.lake.model_run(DAY)
+    assert _arg(train, "--popularity") == night.lake.popularity(DAY)  # training samples from it
+    mapping = commands.mapping_file(night)
+    assert Path(mapping).read_text() == '{"user_col": "visitor"}'
+    os.unlink(mapping)
+
+
+def test_sessionize_settings_reach_the_job():
+    """gap, lookback, repeats and the bot cap go from the params to the job's own settings."""
+    from jobs.common.settings import SessionizeSettings
+    from jobs.sessionize import build_parser, settings_from_args
+
+    params = {"gap_seconds": 600, "lookback_days": 2, "remove_repeats": False,
+              "max_events_per_user_day": 500}  # fmt: skip
+    cmd = commands.sessionize(Night.from_params(params, DAY))
+    job_args = cmd[next(i for i, a in enumerate(cmd) if a.endswith("sessionize.py")) + 1 :]
+    assert settings_from_args(build_parser().parse_args(job_args)) == SessionizeSettings(
+        600, 2, False, 500
+    )
+    default = commands.sessionize(Night.from_params({}, DAY))
+    job_args = default[next(i for i, a in enumerate(default) if a.endswith("sessionize.py")) + 1 :]
+    assert settings_from_args(build_parser().parse_args(job_args)) == SessionizeSettings()
+
+
+def test_k_sets_the_scoring_the_cutoffs_and_the_gate():
+    night = Night.from_params({"k": 10}, DAY)
+    assert _arg(commands.score(night, "m", "out"), "--k") == "10"
+    assert _arg(commands.evaluate(night), "--k") == "10"
+    assert "10" in _arg(commands.train(night), "--cutoffs").split(",")
+
+
+def test_the_driver_gets_the_heap_the_params_ask_for(tmp_path):
+    """On the DAG path (spark-submit built by the command builder) the running driver reports
+    the requested spark.driver.memory and a heap above the 1 GiB default."""
+    import pandas as pd
+
+    from jobs.common.lake import Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    train = Path(lake.split(DAY, "train"))
+    train.mkdir(parents=True)
+    ts = pd.to_datetime([1, 2], unit="s", utc=True)
+    frame = pd.DataFrame(
+        {"session_id": "s1", "user_id": "u", "item_id": ["a", "b"], "ts": ts, "seq": [0, 1]}
+    )
+    frame.to_parquet(train / "part-0.parquet", index=False, coerce_timestamps="us")
+    night = Night.from_params(
+        {"lake": lake.root, "driver_memory": "1536m", "spark_master": "local[1]"}, DAY
+    )
+    lines: list[str] = []
+    cmd = commands.popularity(night)
+    run(cmd, step_env("local[1]"), echo=lines.append)
+    heap = [ln for ln in lines if "spark.driver.memory=1536m, driver JVM max heap" in ln]
+    assert heap, lines[-20:]
+    assert int(heap[0].split("max heap ")[1].split()[0]) > 1100  # MiB; the default gives ~434
+    pop = pd.read_parquet(lake.popularity(DAY))
+    assert pop.alpha.tolist() == [0.5, 0.5]  # the table records its own alpha
+
+
+def test_exit_status_2_is_a_data_failure_anything_else_retries():
+    lines = []
+    with pytest.raises(DataFailure, match="expected 3 columns, found 2"):
+        run(
+            [sys.executable, "-c",
+             "import sys; print('x ERROR jobs: SchemaError: expected 3 columns, found 2', "
+             "file=sys.stderr); sys.exit(2)"],
+            echo=lines.append,
+        )  # fmt: skip
+    with pytest.raises(InfraFailure, match="exited with 137"):
+        run([sys.executable, "-c", "import sys; sys.exit(137)"], echo=lines.append)
+    out = run([sys.executable, "-c", "print('{\"a\": 1}')"], echo=lines.append)
+    assert json.loads(out) == {"a": 1}
