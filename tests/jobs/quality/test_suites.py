@@ -115,3 +115,10 @@ def test_item_index_suite_catches_a_cdf_that_does_not_sum_to_one(spark, tmp_path
     frame, n = item_index_frame(spark, lake, DAY)
     res = store.validate(suites.item_index_suite(QualityThresholds(), n), frame, "spark")
     assert any("expect_column_max_to_be_between(cdf)" in f for f in res["failed"]), res["failed"]
+
+    # a table built with another alpha than the job was asked for describes nothing that ran
+    pop = [(i, f"i{i}", 3, w, (i + 1) / 3, 0.3) for i in range(3)]
+    _write(spark, pop, schema, lake.popularity(DAY))
+    frame, n = item_index_frame(spark, lake, DAY)
+    res = store.validate(suites.item_index_suite(QualityThresholds(), n), frame, "spark")
+    assert [f for f in res["failed"] if "_alpha_matches" in f], res["failed"]
