@@ -4,6 +4,11 @@ model library (tests/gru4rec) and the publish / quality-gate tests of the pipeli
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,3 +51,30 @@ def write_sessions(path, rows):
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path / "part-0.parquet")
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# `gru4rec score` writing one session per batch, pausing after each: a kill lands mid-write
+SLOW_SCORING = """
+import sys, time
+import pyarrow.parquet as pq
+real = pq.ParquetWriter.write_table
+def slow(self, table, *a, **k):
+    real(self, table, *a, **k)
+    print("wrote", flush=True)
+    time.sleep(0.5)
+pq.ParquetWriter.write_table = slow
+from gru4rec.score import score_sessions
+score_sessions(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=1)
+"""
+
+
+def kill_scoring_mid_write(model, sessions, out) -> None:
+    """Start scoring in a real process and SIGKILL it after its first written batch."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SCORING, str(model), str(sessions), str(out)],
+        stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == b"wrote"  # mid-write: one batch of three written
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,13 @@ import pytest
 import torch
 
 from gru4rec.score import FALLBACK, GRU4REC, PART, SCHEMA, SUMMARY, score_sessions
-from tests.scoring_fixtures import SESSIONS, WHEN, make_checkpoint, write_sessions
+from tests.scoring_fixtures import (
+    SESSIONS,
+    WHEN,
+    kill_scoring_mid_write,
+    make_checkpoint,
+    write_sessions,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,30 +92,10 @@ def test_an_existing_output_is_never_overwritten(setup):
     assert (out / PART).read_bytes() == before
 
 
-KILL_SCRIPT = """
-import sys, time
-import pyarrow.parquet as pq
-real = pq.ParquetWriter.write_table
-def slow(self, table, *a, **k):
-    real(self, table, *a, **k)
-    print("wrote", flush=True)
-    time.sleep(0.5)
-pq.ParquetWriter.write_table = slow
-from gru4rec.score import score_sessions
-score_sessions(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=1)
-"""
-
-
 def test_a_killed_run_leaves_no_table_behind(setup):
     """The table appears whole or not at all: a kill mid-write leaves only a staging dir."""
     path, model, item_map, sessions, out = setup
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(path), str(sessions), str(out)],
-        stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout.readline().strip() == b"wrote"  # mid-write: one batch of three written
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_scoring_mid_write(str(path), str(sessions), str(out))
     assert not out.exists()
     assert [p.name.startswith(f".{out.name}.staging") for p in out.parent.iterdir()].count(True)
 

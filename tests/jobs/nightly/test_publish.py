@@ -5,9 +5,6 @@ killed scoring run leaves the published table intact, and nothing unvalidated is
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,13 @@ from jobs.common.lake import Lake
 from jobs.nightly import publish
 from jobs.quality.recommendations import validate_scored
 from jobs.quality.store import QualityGateError
-from tests.scoring_fixtures import SESSIONS, WHEN, make_checkpoint, write_sessions
+from tests.scoring_fixtures import (
+    SESSIONS,
+    WHEN,
+    kill_scoring_mid_write,
+    make_checkpoint,
+    write_sessions,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -85,33 +88,12 @@ def test_every_reader_sees_the_same_rows(night, spark):
         )
 
 
-KILL_SCRIPT = """
-import sys, time
-import pyarrow.parquet as pq
-real = pq.ParquetWriter.write_table
-def slow(self, table, *a, **k):
-    real(self, table, *a, **k)
-    print("wrote", flush=True)
-    time.sleep(0.5)
-pq.ParquetWriter.write_table = slow
-from gru4rec.score import score_sessions
-score_sessions(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=1)
-"""
-
-
 def test_killed_scoring_leaves_the_published_table_intact(night):
     lake, model_dir, _ = night
     day = "2026-01-02"
     score_and_publish(lake, model_dir, day)
     before = pd.read_parquet(lake.recommendations_day(day))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(model_dir), lake.sessions_day(day),
-         str(new_version(lake, day))],
-        stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout.readline().strip() == b"wrote"  # mid-write: one batch of three written
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_scoring_mid_write(str(model_dir), lake.sessions_day(day), str(new_version(lake, day)))
     versions = Path(lake.recommendations_versions(day))
     assert len(list(versions.iterdir())) == 2  # the published version and the killed partial one
     pd.testing.assert_frame_equal(pd.read_parquet(lake.recommendations_day(day)), before)
