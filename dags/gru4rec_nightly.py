@@ -151,6 +151,8 @@ def _gate(night: Night, dataset: str) -> None:
     },
 )
 def gru4rec_nightly():
+    # One short definition per task (TaskFlow), then the chain: the function is as long as
+    # the DAG has tasks; each body is one call into jobs.nightly.
     @task(pool=SPARK_POOL)
     def ingest(**context):
         night = _night(context)
