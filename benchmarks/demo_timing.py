@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/demo_timing.py [--root var/demo-bench] [demo options]
 
-Runs the demo (jobs.demo: generated deliveries, Airflow metadata DB, `airflow dags test` of
+Runs the demo (jobs.dev.demo: generated deliveries, Airflow metadata DB, `airflow dags test` of
 gru4rec_nightly), then reads each task's start and end from Airflow's metadata DB
 (`airflow tasks states-for-dag-run`) and prints a table and the total against the 5-minute
 target. Needs `.venv` to exist (the demo's own first run also creates it).

@@ -46,7 +46,7 @@ each of D's sessions' top-k next-item recommendations to `recommendations/dt=D/`
 |---|---|---|
 | ingest | Spark: raw delivery of D (and never-ingested days of the window) -> `events/`, `quarantine/` | retried |
 | validate_raw | GX suite `raw_events` (nulls, id formats, timestamps on D, quarantine share, volume) | **fails fast** |
-| sessionize | Spark: 30-minute sessions of D -> `sessions/dt=D` | retried |
+| sessionize | Spark: sessions of D (inactivity gap `gap_seconds`, 30 min) -> `sessions/dt=D` | retried |
 | validate_sessions | GX suite `sessions` (ids, positions, session length distribution) | **fails fast** |
 | build_datasets | Spark: filter + time split of the training window -> `datasets/run=D` | retried |
 | popularity | Spark: item index + sampling weights | retried |
@@ -118,11 +118,14 @@ def _gate(night: Night, dataset: str) -> None:
 
     try:
         _run(commands.validate(night, dataset))
-    finally:
+    finally:  # the report must never hide the gate's own verdict
         day = dt.date.fromisoformat(night.day)
         for d in [*days_before(day, night.datasets.window_days), day]:
-            if os.path.isdir(night.lake.quality_day(d)):
-                write_run_report(night.lake, str(d))
+            try:
+                if os.path.isdir(night.lake.quality_day(d)):
+                    write_run_report(night.lake, str(d))
+            except OSError as exc:
+                print(f"run report of {d} not refreshed: {exc}")
 
 
 @dag(
@@ -214,11 +217,18 @@ def gru4rec_nightly():
 
     @task(**ON_GPU)
     def score(**context) -> str:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from jobs.common.errors import PipelineError
         from jobs.nightly.promote import serving_model
 
         night = _night(context)
+        try:
+            model = serving_model(night.lake, night.day)
+        except PipelineError as exc:  # no decision for D: retrying cannot help
+            raise AirflowFailException(f"no serving model: {exc}") from None
         staged = commands.new_scored_dir(night)
-        _run(commands.score(night, serving_model(night.lake, night.day), staged))
+        _run(commands.score(night, model, staged))
         return staged
 
     @task(retries=0)

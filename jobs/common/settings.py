@@ -43,7 +43,7 @@ class SparkSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.master, str) or not self.master:
             _fail("spark_master", "a Spark master URL (local[*], spark://h:7077, ...)", self.master)
-        if not re.fullmatch(r"\d+[kKmMgGtT]?", str(self.driver_memory)):
+        if not re.fullmatch(r"\d+([kmgtp]b?)?", str(self.driver_memory), re.IGNORECASE):
             _fail("driver_memory", "a JVM memory size such as 4g or 1536m", self.driver_memory)
         if not isinstance(self.conf, dict):
             _fail("spark_conf", "an object of Spark settings", self.conf)
@@ -180,6 +180,8 @@ class QualityThresholds:
 
 def from_dict(cls, values: dict | None, what: str):
     """`cls(**values)`, refusing names it does not have (naming the ones it has)."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{what}: expected an object, found {values!r}")
     values = dict(values or {})
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))

@@ -184,7 +184,7 @@ def write_daily_csv(table: pa.Table, root: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.synth",
+        prog="python -m jobs.dev.synth",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 from jobs.common import contracts as C
@@ -103,7 +102,7 @@ def train(night: Night) -> list[str]:
         "--params", t.model_params,
         "--set", f"n_epochs={t.epochs}",
         "--device", t.device,
-        "--cutoffs", cutoffs(night),
+        "--cutoffs", cutoffs(night.scoring.k),
         "--out", lake.model_run(night.day),
     ]  # fmt: skip
     for override in t.model_overrides:
@@ -111,9 +110,9 @@ def train(night: Night) -> list[str]:
     return cmd
 
 
-def cutoffs(night: Night) -> str:
+def cutoffs(k: int) -> str:
     """The report's cutoffs plus k, the one the promotion gate compares at."""
-    return ",".join(str(c) for c in sorted({1, 5, 10, 20, night.scoring.k}))
+    return ",".join(str(c) for c in sorted({1, 5, 10, 20, k}))
 
 
 def step(night: Night, name: str, *args: str) -> list[str]:
@@ -137,7 +136,9 @@ def evaluate(night: Night) -> list[str]:
 
 def new_scored_dir(night: Night) -> str:
     """A fresh, unreferenced version directory for tonight's scored table."""
-    return f"{night.lake.recommendations_versions(night.day)}/{uuid.uuid4().hex[:12]}"
+    from jobs.nightly.publish import new_version_path
+
+    return str(new_version_path(night.lake, night.day))
 
 
 def score(night: Night, serving_model: str, out_dir: str) -> list[str]:

@@ -197,7 +197,10 @@ def _check_mapping(preset: str, mapping: dict) -> None:
 
     if not isinstance(mapping, dict):
         raise ConfigError(f"column_mapping: expected an object, found {mapping!r}")
-    load_mapping(preset or None, None).override(**mapping)
+    try:
+        load_mapping(preset or None, None).override(**mapping)
+    except (TypeError, ValueError) as exc:  # e.g. a number where a date string belongs
+        raise ConfigError(f"column_mapping: {exc} (found {mapping!r})") from None
 
 
 def json_type(value) -> str:

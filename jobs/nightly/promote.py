@@ -36,11 +36,12 @@ DECISION = "promotion.json"
 
 def evaluate_cmd(model: str, test: str, known_by: str, k: int, device: str, out: str) -> list[str]:
     """The model library's evaluation of `model` on the events whose items `known_by` knows."""
-    cutoffs = ",".join(str(c) for c in sorted({1, 5, 10, 20, k}))
+    from jobs.nightly.commands import cutoffs
+
     return [
         sys.executable, "-m", "gru4rec", "evaluate",
         "--model", model, "--test", test, "--known-by", known_by,
-        "--cutoffs", cutoffs, "--device", device, "--out", out,
+        "--cutoffs", cutoffs(k), "--device", device, "--out", out,
     ]  # fmt: skip
 
 

@@ -27,12 +27,10 @@ log = logging.getLogger("jobs.publish")
 VALIDATED = "_validation.json"  # written beside a scored table once its gate passed
 
 
-def new_version_dir(root: str | Path, partition: str) -> Path:
-    """A fresh, unreferenced directory to write the new version of `partition` into."""
-    version = f"{uuid.uuid4().hex[:12]}"
-    path = Path(root) / "_versions" / partition / version
-    path.mkdir(parents=True)
-    return path
+def new_version_path(lake: Lake, day) -> Path:
+    """A fresh, unreferenced version directory of D's recommendations (not created: the
+    scorer creates it whole)."""
+    return Path(lake.recommendations_versions(day)) / uuid.uuid4().hex[:12]
 
 
 def current_version(root: str | Path, partition: str) -> Path | None:

@@ -57,6 +57,11 @@ def test_bad_values_and_names_fail_with_what_was_expected():
         Night.from_params({"column_mapping": {"usr_col": "x"}}, DAY)
     with pytest.raises(ConfigError, match="quality thresholds"):
         Night.from_params({"quality_thresholds": {"max_share": 1}}, DAY)
+    with pytest.raises(ConfigError, match="quality thresholds: expected an object"):
+        Night.from_params({"quality_thresholds": [1]}, DAY)
+    with pytest.raises(ConfigError, match="column_mapping"):  # a number where a date belongs
+        Night.from_params({"column_mapping": {"min_ts": 5}}, DAY)
+    assert Night.from_params({"driver_memory": "512mb"}, DAY).spark.driver_memory == "512mb"
 
 
 def test_environment_sets_the_deployment_defaults(monkeypatch, tmp_path):

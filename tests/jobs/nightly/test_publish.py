@@ -43,9 +43,7 @@ def night(tmp_path):
 
 
 def new_version(lake: Lake, day: str) -> Path:
-    path = publish.new_version_dir(lake.recommendations, f"dt={day}")
-    path.rmdir()  # the scorer creates it, whole
-    return path
+    return publish.new_version_path(lake, day)  # the scorer creates it, whole
 
 
 def score_and_publish(lake, model_dir, day, **kw) -> dict:
