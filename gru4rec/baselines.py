@@ -43,7 +43,11 @@ def item_knn(
     lam: float = 20.0,
     alpha: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top `n_neighbors` similar items per item: (indices, similarities), each n_items x k."""
+    """Top `n_neighbors` similar items per item: (indices, similarities), each n_items x k.
+
+    An item with fewer than k neighbours has its row padded with index -1 (similarity 0):
+    padding never names a real item, so it cannot overwrite item 0's similarity.
+    """
     session = np.repeat(np.arange(train.n_sessions), train.lengths())
     occ = sp.csr_matrix(
         (np.ones(len(session), dtype=np.float32), (session, train.items)),
@@ -59,7 +63,7 @@ def item_knn(
     left = (support + lam) ** alpha
     right = (support + lam) ** (1.0 - alpha)
     k = min(n_neighbors, n_items - 1) if n_items > 1 else 1
-    idx = np.zeros((n_items, k), dtype=np.int64)
+    idx = np.full((n_items, k), -1, dtype=np.int64)
     sim = np.zeros((n_items, k), dtype=np.float64)
     for i in range(n_items):
         start, end = co.indptr[i], co.indptr[i + 1]
@@ -119,7 +123,12 @@ def evaluate_baseline(
             idx, sim = knn
             items = test.items[cur]
             scores = torch.zeros(m, n_items, dtype=torch.float64)
-            scores.scatter_(1, torch.as_tensor(idx[items]), torch.as_tensor(sim[items]))
+            nb = idx[items]
+            rows, slots = np.nonzero(nb >= 0)  # padding (-1) names no item
+            scores.index_put_(
+                (torch.as_tensor(rows), torch.as_tensor(nb[rows, slots])),
+                torch.as_tensor(sim[items][rows, slots]),
+            )
         all_ranks.append(ranks(scores, tgt, mode, secondary))
     metrics.add(torch.cat(all_ranks))
     return metrics.result()

@@ -54,3 +54,15 @@ def test_itemknn_scores_neighbours_of_the_current_item():
     test = sessions([[3, 0]])
     res = evaluate_baseline("itemknn", TRAIN, test, SUPPORT, cutoffs=(1,))
     assert res["recall@1"] == 1.0  # 0 is item 3's only neighbour
+
+
+def test_itemknn_padding_never_overwrites_item_0():
+    # item 2 has one neighbour, item 0, which is NOT the popularity winner (item 1 is):
+    # the padded slots of 2's row must not reset 0's similarity to 0, or popularity would
+    # rank item 1 first and the target 0 would miss recall@1.
+    train = sessions([[2, 0], [1, 3], [1, 3], [1, 3], [3, 1]])
+    support = np.array([1, 4, 1, 4])
+    idx, sim = item_knn(train, 4, n_neighbors=3, lam=0.0)
+    assert idx[2].tolist() == [0, -1, -1] and sim[2, 0] > 0
+    res = evaluate_baseline("itemknn", train, sessions([[2, 0]]), support, cutoffs=(1,))
+    assert res["recall@1"] == 1.0
