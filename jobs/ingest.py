@@ -41,10 +41,14 @@ log = logging.getLogger("jobs.ingest")
 
 EVENT_COLUMNS = C.EVENTS.columns
 
-# Quarantine reasons, checked in this order (a row gets the first that applies).
+# Quarantine reasons, checked in this order (a row gets the first that applies). A null id
+# includes the text exporters write for a missing value (`C.NULL_TOKENS`: "null", "None",
+# "nan", ...); a malformed id has a control character or is longer than the mapping allows.
 REASONS = (
     "null_user_id",
+    "malformed_user_id",
     "null_item_id",
+    "malformed_item_id",
     "null_ts",
     "unparseable_ts",
     "unparseable_tiebreak",
@@ -90,10 +94,18 @@ def check_columns(raw_df: DataFrame, mapping: SourceMapping) -> None:
         )
 
 
+_NULL_TOKENS_LOWER = sorted({t.lower() for t in C.NULL_TOKENS})
+
+
 def _clean_id(col: Column) -> Column:
-    """Ids as trimmed strings; empty strings count as missing."""
+    """Ids as trimmed strings; empty strings and null tokens ("null", "None", ...) are missing."""
     s = F.trim(col.cast("string"))
-    return F.when(s == "", F.lit(None)).otherwise(s)
+    return F.when(F.lower(s).isin(_NULL_TOKENS_LOWER), F.lit(None)).otherwise(s)
+
+
+def _malformed_id(col: Column, max_length: int) -> Column:
+    """True for a (non-null) id with a control character or over `max_length` characters."""
+    return F.coalesce(col.rlike(C.CONTROL_CHARS) | (F.length(col) > max_length), F.lit(False))
 
 
 def with_parsed_ts(df: DataFrame, col: str, unit: str, out: str = "ts") -> DataFrame:
@@ -173,7 +185,9 @@ def normalize(raw_df: DataFrame, mapping: SourceMapping, window: Window) -> Data
         status = F.when(F.lit(False), FILTERED)
     status = (
         status.when(F.col("user_id").isNull(), "null_user_id")
+        .when(_malformed_id(F.col("user_id"), mapping.max_id_length), "malformed_user_id")
         .when(F.col("item_id").isNull(), "null_item_id")
+        .when(_malformed_id(F.col("item_id"), mapping.max_id_length), "malformed_item_id")
         .when(F.col("_ts_null"), "null_ts")
         .when(F.col("ts").isNull(), "unparseable_ts")
         .when(F.col("_bad_tiebreak"), "unparseable_tiebreak")
@@ -230,9 +244,12 @@ def _dates(first: dt.date, last: dt.date) -> list[str]:
 
 
 def _date_span(tagged: DataFrame, window: Window) -> tuple[dt.date, dt.date]:
-    """First and last date of the accepted rows (none: the window's last day)."""
+    """First and last date of the rows this run files by their own date: accepted rows and
+    rejected rows whose timestamp is inside the window (none: the window's last day). A
+    rejected row dated outside the accepted rows' span still gets its partition written."""
+    in_window = (F.col("ts") >= F.lit(window.start)) & (F.col("ts") < F.lit(window.end))
     span = (
-        tagged.filter(F.col("status") == OK)
+        tagged.filter((F.col("status") != FILTERED) & in_window)
         .agg(F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi"))
         .first()
     )

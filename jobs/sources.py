@@ -37,6 +37,9 @@ class SourceMapping:
     # quarantined: clock-skewed devices and replayed logs are real dirt.
     min_ts: str = "2000-01-01"
     max_ts: str = "2100-01-01"
+    # Longer ids are quarantined (`malformed_*_id`): a whole record or JSON blob in the id
+    # column means a broken mapping or a mis-split row.
+    max_id_length: int = 256
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +52,9 @@ class SourceMapping:
         for name in ("user_col", "item_col", "ts_col"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must name a column")
+        ok_len = isinstance(self.max_id_length, int) and not isinstance(self.max_id_length, bool)
+        if not ok_len or self.max_id_length < 1:
+            raise ConfigError(f"max_id_length must be a positive integer, found {self.max_id_length!r}")
         if utc(self.min_ts) >= utc(self.max_ts):
             raise ConfigError(f"min_ts must be before max_ts, found {self.min_ts}..{self.max_ts}")
 

@@ -37,6 +37,13 @@ EVENTS = Contract(
         ("tiebreak", "bigint"),
     ),
 )
+# Strings exporters write for a missing value: as ids they mean the id was lost upstream (they
+# would become one giant fake user or item). Ingest quarantines them as null ids (compared
+# case-insensitively); the raw suite checks that none got through.
+NULL_TOKENS = ("", "null", "NULL", "Null", "None", "none", "nan", "NaN", "NA", "N/A", "undefined")
+# Control characters in an id come from mis-split records (tabs, newlines, NULs).
+CONTROL_CHARS = r"[\x00-\x1f]"
+
 QUARANTINE = Contract(
     "quarantine",
     (

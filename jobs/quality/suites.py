@@ -19,8 +19,7 @@ import numpy as np
 from jobs.common import contracts as C
 from jobs.common.settings import QualityThresholds
 
-# Strings that exporters write for a missing value; as ids they mean the id was lost upstream.
-NULL_TOKENS = ["", "null", "NULL", "Null", "None", "none", "nan", "NaN", "NA", "N/A", "undefined"]
+NULL_TOKENS = list(C.NULL_TOKENS)
 
 
 def _gxe():
@@ -65,7 +64,7 @@ def _id_format(column: str, t: QualityThresholds) -> list:
         ),
         gxe.ExpectColumnValuesToNotMatchRegex(
             column=column,
-            regex=r"[\x00-\x1f]",
+            regex=C.CONTROL_CHARS,
             notes="Control characters (tabs, newlines) in ids come from mis-split records.",
         ),
     ]
