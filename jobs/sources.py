@@ -54,7 +54,9 @@ class SourceMapping:
                 raise ConfigError(f"{name} must name a column")
         ok_len = isinstance(self.max_id_length, int) and not isinstance(self.max_id_length, bool)
         if not ok_len or self.max_id_length < 1:
-            raise ConfigError(f"max_id_length must be a positive integer, found {self.max_id_length!r}")
+            raise ConfigError(
+                f"max_id_length must be a positive integer, found {self.max_id_length!r}"
+            )
         if utc(self.min_ts) >= utc(self.max_ts):
             raise ConfigError(f"min_ts must be before max_ts, found {self.min_ts}..{self.max_ts}")
 

@@ -107,8 +107,14 @@ def staging(fs: FS, final_root: str) -> Iterator[str]:
 def publish_dir(fs: FS, staged: str, final: str) -> None:
     """Replace `final` by `staged`. Readers see the old or the new directory, never a mix.
 
-    Two renames: the old copy moves aside, then the new one moves in; the old one is deleted
-    last, so a crash between the renames leaves the old data recoverable under `_trash`.
+    Two renames: the old copy moves aside (to `_trash`), then the new one moves in. Hadoop file
+    systems have no atomic replace of a non-empty directory, so between the renames `final` is
+    absent: a reader then finds no such partition (Spark reads the dataset without it, a path
+    reader gets "not found") but never a partial or mixed one. If the second rename fails the
+    old copy is moved back; a process killed between the renames leaves the partition absent
+    and the old copy under `_trash`, and the step's rerun publishes it again (a rerun of the
+    same night, or the next night's catch-up of an absent day). Only the nightly lake's own
+    datasets use this; the published recommendations swap a link atomically instead.
     """
     parent = final.rstrip("/").rsplit("/", 1)[0]
     fs.mkdirs(parent)
@@ -117,7 +123,12 @@ def publish_dir(fs: FS, staged: str, final: str) -> None:
         trash = f"{parent}/_trash/{uuid.uuid4().hex}"
         fs.mkdirs(trash.rsplit("/", 1)[0])
         fs.rename(final, trash)
-    fs.rename(staged, final)
+    try:
+        fs.rename(staged, final)
+    except Exception:
+        if trash and not fs.exists(final):
+            fs.rename(trash, final)  # put the old copy back: the partition is never lost
+        raise
     if trash:
         fs.delete(trash)
 

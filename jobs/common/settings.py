@@ -141,6 +141,16 @@ class ScoringSettings:
 
 
 @dataclass(frozen=True)
+class PublishSettings:
+    """How long a replaced version of a published table stays readable."""
+
+    grace_hours: float = 24.0  # at least one night: readers on the old version finish
+
+    def __post_init__(self) -> None:
+        _check_number(self, "grace_hours", 0)
+
+
+@dataclass(frozen=True)
 class PromotionSettings:
     """The promotion gate: how much of the live model's Recall@k tonight's model may lose."""
 

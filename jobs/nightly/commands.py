@@ -157,7 +157,9 @@ def validate_recommendations(night: Night, staged: str) -> list[str]:
 
 
 def publish(night: Night, staged: str) -> list[str]:
-    return step(night, "publish", "--staged", staged)
+    return step(
+        night, "publish", "--staged", staged, "--grace-hours", str(night.publish.grace_hours)
+    )
 
 
 def mapping_file(night: Night) -> str | None:

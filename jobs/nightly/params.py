@@ -20,6 +20,7 @@ from jobs.common.settings import (
     DatasetSettings,
     PopularitySettings,
     PromotionSettings,
+    PublishSettings,
     QualityThresholds,
     ScoringSettings,
     SessionizeSettings,
@@ -99,6 +100,10 @@ PARAMS: dict[str, Spec] = {
         "promotion", PromotionSettings, "promotion_margin", "relative Recall@k the new model "
         "may lose to the live one", "margin",
     ),
+    "publish_grace_hours": _spec(
+        "publish", PublishSettings, "publish_grace_hours", "hours a replaced recommendations "
+        "version stays readable before cleanup collects it", "grace_hours",
+    ),
     "quality_thresholds": Spec(
         "thresholds", "", "QualityThresholds fields (e.g. max_quarantine_share)", {}
     ),
@@ -112,6 +117,7 @@ _COMPONENTS = {
     "train": TrainSettings,
     "scoring": ScoringSettings,
     "promotion": PromotionSettings,
+    "publish": PublishSettings,
 }
 
 
@@ -156,6 +162,7 @@ class Night:
     train: TrainSettings
     scoring: ScoringSettings
     promotion: PromotionSettings
+    publish: PublishSettings
     thresholds: QualityThresholds
 
     @classmethod

@@ -2,7 +2,8 @@
 
     evaluate                  --lake L --date D [--margin 0.05] [--k 20]   the promotion gate
     validate-recommendations  --lake L --date D --staged DIR   the scored table's quality gate
-    publish                   --lake L --date D --staged DIR   the atomic swap of dt=D
+    publish                   --lake L --date D --staged DIR [--grace-hours 24]
+                                                               the atomic swap of dt=D
     report                    --lake L --date D                refresh the run report
 
 Each refreshes the night's run report; expected failures exit 2 with one line (`run_main`).
@@ -18,7 +19,12 @@ from pathlib import Path
 
 from jobs.common.lake import Lake
 from jobs.common.localfs import write_json_atomic
-from jobs.common.settings import PromotionSettings, ScoringSettings, TrainSettings
+from jobs.common.settings import (
+    PromotionSettings,
+    PublishSettings,
+    ScoringSettings,
+    TrainSettings,
+)
 
 
 def _lake(args) -> Lake:
@@ -49,7 +55,7 @@ def cmd_validate_recommendations(args) -> int:
     try:
         model = serving_model(lake, args.date)
         result = validate_scored(args.staged, model, lake.sessions_day(args.date), store=store)
-        mark_validated(args.staged, result["results"])
+        mark_validated(args.staged, args.date, result["results"])  # reached on a pass only
     except QualityGateError as exc:
         raise QualityGateError(f"{exc} (Data Docs: {store.docs_index})") from None
     finally:
@@ -63,7 +69,7 @@ def cmd_publish(args) -> int:
 
     lake = _lake(args)
     try:
-        result = publish_staged(lake, args.date, args.staged)
+        result = publish_staged(lake, args.date, args.staged, args.grace_hours * 3600.0)
         result["published_at"] = dt.datetime.now(dt.UTC).isoformat()
         write_json_atomic(lake.publish_record(args.date), result)
     finally:
@@ -101,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=TrainSettings.device)
     parser.add_argument("--staged", help="the scored, unpublished version directory")
+    parser.add_argument(
+        "--grace-hours",
+        type=float,
+        default=PublishSettings.grace_hours,
+        help="publish: keep a replaced version this long for readers still on it",
+    )
     args = parser.parse_args(argv)
     if args.step in ("validate-recommendations", "publish") and not args.staged:
         parser.error(f"{args.step} needs --staged")

@@ -235,7 +235,7 @@ def test_one_odd_id_among_many_is_quarantined_and_the_raw_gate_judges_the_share(
 
     src = tmp_path / "raw.csv"
     lines = ["u,i,t"] + [f"u{n % 40},i{n % 13},{1396860000 + n * 7}" for n in range(400)]
-    lines += ["null,i1,1396860100", "u1,\"a\x01b\",1396860200"]
+    lines += ["null,i1,1396860100", 'u1,"a\x01b",1396860200']
     src.write_text("\n".join(lines) + "\n")
     lake = Lake(str(tmp_path / "lake"))
     s = run_ingest(spark, str(src), lake, M, dt.date(2014, 4, 7), dt.date(2014, 4, 7))

@@ -56,3 +56,46 @@ def test_summary_is_written_atomically_and_readable(spark, tmp_path):
     }
     assert path.endswith("_summaries/2024-01-01.json")
     assert [p.name for p in (tmp_path / "ds" / "_summaries").iterdir()] == ["2024-01-01.json"]
+
+
+def test_what_readers_see_between_publish_dirs_two_renames(spark, tmp_path):
+    """The documented window: the partition is absent between the renames, the other
+    partitions are whole, and no reader sees a partial or mixed partition."""
+    fs = FS(spark)
+    final = str(tmp_path / "t")
+    _write(spark, final, [(1, "d1"), (2, "d2"), (2, "d2"), (3, "d3")])
+    seen = []
+    rename = fs.rename
+
+    def rename_and_look(src, dst):
+        rename(src, dst)
+        if "_trash" in dst:  # the old d2 moved aside, the new one not yet in
+            seen.append(sorted((r.v, r.dt) for r in spark.read.parquet(final).collect()))
+            seen.append(fs.exists(f"{final}/dt=d2"))
+
+    fs.rename = rename_and_look
+    with staging(fs, final) as stage:
+        _write(spark, stage, [(20, "d2")])
+        publish_partitions(fs, stage, final, "dt", ["d2"])
+    assert seen == [[(1, "d1"), (3, "d3")], False]
+    got = sorted((r.v, r.dt) for r in spark.read.parquet(final).collect())
+    assert got == [(1, "d1"), (3, "d3"), (20, "d2")]
+
+
+def test_a_failed_second_rename_puts_the_old_partition_back(spark, tmp_path):
+    fs = FS(spark)
+    final = str(tmp_path / "t")
+    _write(spark, final, [(1, "d1"), (2, "d2")])
+    rename = fs.rename
+
+    def fail_moving_in(src, dst):
+        if "_staging" in src:
+            raise OSError(f"rename failed: {src} -> {dst}")
+        rename(src, dst)
+
+    fs.rename = fail_moving_in
+    with pytest.raises(OSError), staging(fs, final) as stage:
+        _write(spark, stage, [(20, "d2")])
+        publish_partitions(fs, stage, final, "dt", ["d2"])
+    got = sorted((r.v, r.dt) for r in spark.read.parquet(final).collect())
+    assert got == [(1, "d1"), (2, "d2")]
