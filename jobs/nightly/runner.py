@@ -4,13 +4,21 @@ Exit status 2 means the data or the configuration is wrong (a failed quality sui
 column, an empty split): `DataFailure`, which the DAG turns into a failure without retries;
 anything else (a killed JVM, a lost node, out of memory) is an `InfraFailure`, retried with
 backoff. The error line the step logged is the failure's message.
+
+Nothing a step starts outlives its task: the step runs under `jobs.nightly.reaper` as the
+leader of its own process group. The group is terminated (SIGTERM, then SIGKILL after
+`KILL_GRACE_S`) when the task is interrupted (Airflow's execution timeout, SIGINT or SIGTERM on
+"mark failed" or a worker shutdown, any exception) and, by the reaper, when the task's process
+dies without cleaning up (SIGKILL): then the reaper's stdin, a pipe from the task, closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +28,8 @@ from pathlib import Path
 
 from jobs.common.errors import PipelineError
 from jobs.common.lake import PROJECT_ROOT
+
+KILL_GRACE_S = 10.0  # between SIGTERM and SIGKILL: Spark and torch shut down cleanly in it
 
 # "2026-01-05 10:00:00,000 ERROR jobs: QualityGateError: ..." (run_main / the gru4rec CLI)
 OUR_ERROR = re.compile(r" ERROR (?:jobs|gru4rec)[\w.]*: ")
@@ -51,12 +61,14 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
     """
     echo("$ " + " ".join(cmd))
     proc = subprocess.Popen(
-        list(cmd),
+        [sys.executable, "-m", "jobs.nightly.reaper", str(KILL_GRACE_S), "--", *cmd],
+        stdin=subprocess.PIPE,  # never written: its end-of-file tells the reaper we are gone
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env or step_env("local"),
         cwd=PROJECT_ROOT,
+        start_new_session=True,  # its own process group, which terminate() ends as a whole
     )
     tail: deque[str] = deque(maxlen=40)
     ours: list[str] = []  # error lines of this project's loggers (Spark logs a lot after them)
@@ -70,13 +82,14 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
             echo(line)
 
     t = threading.Thread(target=pump_err, daemon=True)
-    t.start()
     out = []
-    for line in proc.stdout:  # spark-submit forwards the Python driver's stderr here
-        out.append(line)
-        if OUR_ERROR.search(line):
-            ours.append(line.rstrip("\n"))
-        echo(line.rstrip("\n"))
+    with _terminated_on_interrupt(proc):
+        t.start()
+        for line in proc.stdout:  # spark-submit forwards the Python driver's stderr here
+            out.append(line)
+            if OUR_ERROR.search(line):
+                ours.append(line.rstrip("\n"))
+            echo(line.rstrip("\n"))
     rc = proc.wait()
     t.join()
     if rc == 0:
@@ -88,6 +101,46 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
     if rc == 2:
         raise DataFailure(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])}: {reason}")
     raise InfraFailure(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} exited with {rc}: {reason}")
+
+
+def terminate(proc: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
+    """End the step's whole process group: SIGTERM, then SIGKILL after `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+@contextlib.contextmanager
+def _terminated_on_interrupt(proc: subprocess.Popen):
+    """While the step runs: on SIGTERM (the previous handler, e.g. Airflow's, runs after) or
+    any exception (a timeout, KeyboardInterrupt on SIGINT) its process group is terminated."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_term(signum, frame):
+            terminate(proc)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                raise SystemExit(128 + signum)
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except BaseException:
+        terminate(proc)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if proc.stdin:
+            proc.stdin.close()
 
 
 def last_json(stdout: str) -> dict:
