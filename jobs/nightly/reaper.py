@@ -13,6 +13,7 @@ seconds, when:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,10 +36,8 @@ def terminate_group(pgid: int, proc: subprocess.Popen | None, grace: float) -> N
     deadline = time.monotonic() + grace
     while proc is not None and _alive(proc) and time.monotonic() < deadline:
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str]) -> int:
@@ -69,10 +68,8 @@ def main(argv: list[str]) -> int:
     if _alive(child):
         terminate_group(pgid, child, grace)  # ends with SIGKILL, the reaper included
     else:  # the step is done: anything it left behind in the group goes with it
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     rc = child.wait()
     return 128 - rc if rc < 0 else rc  # killed by signal N: 128 + N, as a shell reports it
 
