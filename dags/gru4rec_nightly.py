@@ -195,15 +195,18 @@ def gru4rec_nightly():
         _gate(_night(context), "datasets")
 
     @task(**ON_GPU)
-    def train(**context):
-        _run(commands.train(_night(context)))
+    def train(**context) -> str:
+        night = _night(context)
+        out = commands.new_model_dir(night)  # a new immutable version, also on a retry
+        _run(commands.train(night, out))
+        return out
 
     @task(outlets=[MODEL], **ON_GPU)
-    def evaluate(**context):
+    def evaluate(candidate: str, **context):
         from jobs.nightly.runner import last_json
 
         night = _night(context)
-        decision = last_json(_run(commands.evaluate(night)))
+        decision = last_json(_run(commands.evaluate(night, candidate)))
         print(f"promotion gate: {decision['reason']}; serving {decision['serving_model']}")
         yield Metadata(
             MODEL,
@@ -250,6 +253,7 @@ def gru4rec_nightly():
         )
 
     staged = score()
+    model = train()
     (
         ingest()
         >> validate_raw()
@@ -258,10 +262,9 @@ def gru4rec_nightly():
         >> build_datasets()
         >> popularity()
         >> validate_datasets()
-        >> train()
-        >> evaluate()
-        >> staged
+        >> model
     )
+    evaluate(model) >> staged
     publish(validate_recommendations(staged))
 
 

@@ -6,7 +6,7 @@ Pure Python (no Spark, no I/O), so the DAG can build paths while it is parsed.
     raw/dt=D/                      default delivery of day D (`raw_template`)
     events/dt=D/  quarantine/dt=D/  sessions/dt=D/      (+ `<dataset>/_summaries/<key>.json`)
     datasets/run=D/{train,train_tr,valid,test,items,popularity}/
-    models/run=D/  models/live.json
+    models/run=D/v=<id>/  models/run=D/promotion.json  models/live.json
     recommendations/dt=D -> recommendations/_versions/dt=D/<version>/
     quality/dt=D/                  suite results, Data Docs, run report (`quality_root`)
 """
@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ DATE_TOKEN = "{ds}"
 LAKE_TOKEN = "{lake}"
 DT = "dt"  # the partition column of the daily datasets (`dt=YYYY-MM-DD`)
 SPLITS = ("train", "train_tr", "valid", "test")
+MODEL_VERSION = "v"  # models/run=D/v=<id>/: one immutable version per training run of D
 
 
 def raw_template() -> str:
@@ -146,13 +150,34 @@ class Lake:
         return self.path("models")
 
     def model_run(self, day) -> str:
+        """The date's model directory: its immutable versions (`v=<id>/`) and its decision."""
         return self.path("models", run_partition(day))
 
+    def model_version(self, day, version: str) -> str:
+        return f"{self.model_run(day)}/{MODEL_VERSION}={version}"
+
+    def new_model_version(self, day) -> str:
+        """A fresh, unused version directory of D's model (not created: training creates it
+        whole). Ids sort by creation time: `20261202T130501Z-1a2b3c`."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        return self.model_version(day, f"{stamp}-{uuid.uuid4().hex[:6]}")
+
     def model_named(self, name: str) -> str:
-        """A model run directory by its name (`run=D`, as promotion records name it)."""
-        if date_of_partition(name) is None or "/" in name:
-            raise ValueError(f"model name: expected run=YYYY-MM-DD, found {name!r}")
+        """A model directory by the name promotion records give it: `run=D/v=<id>` (an
+        immutable version), or `run=D` (a lake written before models were versioned)."""
+        run, _, version = name.partition("/")
+        ok = date_of_partition(run) is not None and (
+            not version or re.fullmatch(rf"{MODEL_VERSION}=[0-9A-Za-z-]{{1,64}}", version)
+        )
+        if not ok:
+            raise ValueError(f"model name: expected run=YYYY-MM-DD/v=<id>, found {name!r}")
         return self.path("models", name)
+
+    def model_name(self, path: str) -> str:
+        """The record name of a model directory of this lake (inverse of `model_named`)."""
+        rel = os.path.relpath(str(path), self.models) if "://" not in str(path) else ""
+        self.model_named(rel)  # validates: refuses a path outside models/
+        return rel
 
     @property
     def live_pointer(self) -> str:

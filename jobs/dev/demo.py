@@ -80,7 +80,10 @@ def _summary(lake: Lake, day: str, seconds: float) -> None:
     recs = lake.recommendations_day(day)
     table = pq.read_table(recs)
     promotion = json.loads(Path(lake.promotion_record(day)).read_text())
-    metrics = json.loads(Path(lake.model_run(day), "metrics.json").read_text())
+    from jobs.nightly.promote import tonights_model
+
+    model_dir = tonights_model(lake, day)
+    metrics = json.loads(Path(model_dir, "metrics.json").read_text())
     best = max(metrics["baselines"].items(), key=lambda kv: kv[1]["recall@20"])
     suites = {
         suite: json.loads(Path(lake.suite_result(day, suite)).read_text())["success"]
@@ -94,7 +97,7 @@ def _summary(lake: Lake, day: str, seconds: float) -> None:
     print(f"  data quality     {gates}")
     print(f"  Data Docs        {lake.data_docs(day)}")
     print(f"  run report       {lake.run_report(day)}")
-    print(f"  model            {lake.model_run(day)}  (GRU4Rec recall@20 "
+    print(f"  model            {model_dir}  (GRU4Rec recall@20 "
           f"{metrics['recall@20']:.4f}; best baseline {best[0]} {best[1]['recall@20']:.4f}; "
           f"{promotion['reason']})")  # fmt: skip
     print("  sample rows:")

@@ -91,8 +91,14 @@ def popularity(night: Night) -> list[str]:
     )
 
 
-def train(night: Night) -> list[str]:
-    """GRU4Rec on tonight's train split; it samples from the popularity table beside it."""
+def new_model_dir(night: Night) -> str:
+    """A fresh version directory for tonight's model (models are never replaced in place)."""
+    return night.lake.new_model_version(night.day)
+
+
+def train(night: Night, out: str) -> list[str]:
+    """GRU4Rec on tonight's train split into the new version `out`; it samples from the
+    popularity table beside the split."""
     lake, t = night.lake, night.train
     cmd = [
         sys.executable, "-m", "gru4rec", "train",
@@ -103,7 +109,7 @@ def train(night: Night) -> list[str]:
         "--set", f"n_epochs={t.epochs}",
         "--device", t.device,
         "--cutoffs", cutoffs(night.scoring.k),
-        "--out", lake.model_run(night.day),
+        "--out", out,
     ]  # fmt: skip
     for override in t.model_overrides:
         cmd += ["--set", override]
@@ -125,9 +131,10 @@ def step(night: Night, name: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def evaluate(night: Night) -> list[str]:
+def evaluate(night: Night, candidate: str) -> list[str]:
     return step(
         night, "evaluate",
+        "--candidate", candidate,
         "--margin", str(night.promotion.margin),
         "--k", str(night.scoring.k),
         "--device", night.train.device,

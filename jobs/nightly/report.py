@@ -59,10 +59,13 @@ def run_state(lake: Lake, day: str) -> dict:
     state["sessionize"] = _load(Path(Lake.summary(lake.sessions, day)))
     state["build_datasets"] = _load(Path(lake.datasets_summary(day)))
     state["popularity"] = _load(Path(lake.popularity_summary(day)))
-    state["model"] = _load(Path(lake.model_run(day), "metrics.json"))
+    from jobs.nightly.promote import tonights_model
+
+    model_dir = tonights_model(lake, day)
+    state["model"] = _load(Path(model_dir, "metrics.json")) if model_dir else None
     state["promotion"] = _load(Path(lake.promotion_record(day)))
     state["publish"] = _load(Path(lake.publish_record(day)))
-    state["model_dir"] = lake.model_run(day)
+    state["model_dir"] = model_dir
     return state
 
 

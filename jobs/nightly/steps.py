@@ -1,6 +1,7 @@
 """The pipeline's own steps of the nightly DAG, one process each (`python -m jobs.nightly`):
 
-    evaluate                  --lake L --date D [--margin 0.05] [--k 20]   the promotion gate
+    evaluate                  --lake L --date D [--candidate DIR] [--margin 0.05] [--k 20]
+                                                               the promotion gate
     validate-recommendations  --lake L --date D --staged DIR   the scored table's quality gate
     publish                   --lake L --date D --staged DIR [--grace-hours 24]
                                                                the atomic swap of dt=D
@@ -36,7 +37,7 @@ def cmd_evaluate(args) -> int:
 
     lake = _lake(args)
     try:
-        decision = gate(lake, args.date, args.margin, args.k, args.device)
+        decision = gate(lake, args.date, args.margin, args.k, args.device, args.candidate)
         write_json_atomic(lake.promotion_record(args.date), decision)
     finally:
         cmd_report(args)
@@ -107,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=TrainSettings.device)
     parser.add_argument("--staged", help="the scored, unpublished version directory")
+    parser.add_argument(
+        "--candidate",
+        help="evaluate: the model version of the date to judge (default: its newest)",
+    )
     parser.add_argument(
         "--grace-hours",
         type=float,

@@ -110,6 +110,9 @@ def nightly(tmp_path_factory, shared_data):
     state["d2_model"] = _tree_digest(L(lake).model_run(D2))
     state["d2_sessions"] = _tree_digest(L(lake).sessions_day(D2))
     state["live_after_second"] = json.loads((L(lake).live_pointer).read_text())
+    state["d1_versions"] = sorted(p.name for p in L(lake).model_run(D1).glob("v=*"))
+    serving = json.loads((L(lake).model_run(D2) / "promotion.json").read_text())["serving_model"]
+    state["d2_serving"] = (serving, _tree_digest(L(lake).model_named(serving)))
 
     rerun = dags_test(env, "2014-04-07", CONF, log)
     state["rerun"] = rerun
@@ -159,7 +162,8 @@ def test_first_night_publishes_valid_recommendations(nightly):
     report = (q / "report.html").read_text()
     assert "Recall@20" in report and "promoted" in report and "data_docs/index.html" in report
     # Training sampled its negatives from the published popularity table, with its alpha.
-    metrics = json.loads((L(lake).model_run(D1) / "metrics.json").read_text())
+    candidate = json.loads((L(lake).model_run(D1) / "promotion.json").read_text())["candidate"]
+    metrics = json.loads((L(lake).model_named(candidate) / "metrics.json").read_text())
     assert metrics["sampling"] == {"source": str(L(lake).popularity(D1)), "alpha": 0.5}
     assert pd.read_parquet(L(lake).popularity(D1))["alpha"].eq(0.5).all()
     # The first run filled its window: the earlier days were ingested and validated too.
@@ -172,7 +176,7 @@ def test_second_night_passes_the_promotion_gate_against_the_live_model(nightly):
     _check_ok(nightly["second"], nightly["log"])
     lake = nightly["lake"]
     decision = json.loads((L(lake).model_run(D2) / "promotion.json").read_text())
-    assert decision["incumbent"] == f"run={D1}"
+    assert decision["incumbent"].startswith(f"run={D1}/v=")  # an exact, immutable version
     cmp = decision["comparison"]
     assert cmp["common_item_events"] > 0
     assert 0 < cmp["incumbent"]["recall@20"] <= 1 and 0 < cmp["candidate"]["recall@20"] <= 1
@@ -199,12 +203,19 @@ def test_rerun_of_the_first_night_changes_nothing_else(nightly):
         live["date"] == D2
         and live["serving_model"] == nightly["live_after_second"]["serving_model"]
     )
+    # The rerun trained a new model version of D1 beside the old one; whatever D2 serves (D1's
+    # first version or its own) still has the very same weights.
+    versions = sorted(p.name for p in L(lake).model_run(D1).glob("v=*"))
+    assert len(versions) == 2 and versions[0] == nightly["d1_versions"][0]
+    serving, digest = nightly["d2_serving"]
+    assert _tree_digest(L(lake).model_named(serving)) == digest
     # The rerun date itself was republished (a new version) with the same recommendations.
     assert os.readlink(L(lake).recommendations_day(D1)) != nightly["d1_link"]
     cols = ["session_id", "rank", "item_id", "score", "strategy"]
     pd.testing.assert_frame_equal(_recs(lake, D1)[cols], nightly["d1_recs"][cols])
-    # One version per date is kept.
-    assert len(list((L(lake).recommendations_versions(D1)).iterdir())) == 1
+    # The replaced version is kept for readers (the grace period), nothing else piles up.
+    versions = [v for v in L(lake).recommendations_versions(D1).iterdir() if v.is_dir()]
+    assert len(versions) == 2
 
 
 def test_corrupted_day_stops_at_the_quality_gate_and_publishes_nothing(nightly):

@@ -63,3 +63,16 @@ def test_no_other_module_builds_partition_paths():
                 if "dt=" in text or "run=" in text:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_model_versions_are_named_exactly_and_nothing_else_is_accepted():
+    lake = Lake("/l")
+    v = lake.new_model_version("2026-01-05")
+    assert v.startswith("/l/models/run=2026-01-05/v=") and v != lake.new_model_version("2026-01-05")
+    name = lake.model_name(v)
+    assert name == v.removeprefix("/l/models/") and lake.model_named(name) == v
+    for bad in ("run=2026-01-05/v=../x", "run=2026-01-05/v=a/b", "run=2026-01-05/x=a"):
+        with pytest.raises(ValueError, match="model name"):
+            lake.model_named(bad)
+    with pytest.raises(ValueError, match="model name"):
+        lake.model_name("/l/datasets/run=2026-01-05")

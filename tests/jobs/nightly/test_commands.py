@@ -35,9 +35,11 @@ def test_commands_follow_the_params(tmp_path):
     assert _arg(ingest, "--mapping") == "/tmp/m.json" and "--preset" not in ingest
     assert _arg(ingest, "--catch-up-days") == "30"
     assert any(Path(a).name == "ingest.py" for a in ingest)
-    train = commands.train(night)
+    out = commands.new_model_dir(night)
+    train = commands.train(night, out)
     assert "n_epochs=3" in train and _arg(train, "--device") == "cuda"
-    assert _arg(train, "--out") == night.lake.model_run(DAY)
+    assert _arg(train, "--out") == out and out.startswith(night.lake.model_run(DAY) + "/v=")
+    assert commands.new_model_dir(night) != out  # every training run gets its own version
     assert _arg(train, "--popularity") == night.lake.popularity(DAY)  # training samples from it
     mapping = commands.mapping_file(night)
     assert Path(mapping).read_text() == '{"user_col": "visitor"}'
@@ -64,8 +66,8 @@ def test_sessionize_settings_reach_the_job():
 def test_k_sets_the_scoring_the_cutoffs_and_the_gate():
     night = Night.from_params({"k": 10}, DAY)
     assert _arg(commands.score(night, "m", "out"), "--k") == "10"
-    assert _arg(commands.evaluate(night), "--k") == "10"
-    assert "10" in _arg(commands.train(night), "--cutoffs").split(",")
+    assert _arg(commands.evaluate(night, "m"), "--k") == "10"
+    assert "10" in _arg(commands.train(night, "m"), "--cutoffs").split(",")
 
 
 def test_the_driver_gets_the_heap_the_params_ask_for(tmp_path):

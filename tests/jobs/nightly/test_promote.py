@@ -21,24 +21,27 @@ def test_decide_margin_is_relative():
     assert not promote.decide(0.4999, 0.5, 0.0, m)[0]
 
 
-def _model(lake, day, serving=None):
-    d = Path(lake.model_run(day))
+def _model(lake, day, serving=None, version="a", weights=b"x"):
+    """A model version of `day` (and, with `serving`, a decision naming what served it)."""
+    d = Path(lake.model_version(day, version))
     d.mkdir(parents=True)
-    (d / "model.pt").write_bytes(b"x")
+    (d / "model.pt").write_bytes(weights)
     if serving:
-        (d / "promotion.json").write_text(json.dumps({"serving_model": serving}))
-    return d
+        (Path(lake.model_run(day)) / "promotion.json").write_text(
+            json.dumps({"serving_model": serving})
+        )
+    return f"run={day}/v={version}"
 
 
 def test_gate_keeps_the_live_model_when_tonight_is_worse(tmp_path, monkeypatch):
     lake = Lake(str(tmp_path))
     models = tmp_path / "models"
-    _model(lake, "2026-01-01", serving="run=2026-01-01")
+    _model(lake, "2026-01-01", serving="run=2026-01-01/v=a")
     _model(lake, "2026-01-02")
     calls = []
 
     def fake_compare(candidate, incumbent, test, k, device):
-        calls.append((Path(candidate).name, Path(incumbent).name, Path(test).name, k))
+        calls.append((lake.model_name(candidate), lake.model_name(incumbent), Path(test).name, k))
         return {
             "common_item_events": 100,
             "candidate": {"recall@20": 0.40},
@@ -47,17 +50,20 @@ def test_gate_keeps_the_live_model_when_tonight_is_worse(tmp_path, monkeypatch):
 
     monkeypatch.setattr(promote, "compare", fake_compare)
     record = promote.gate(lake, "2026-01-02", margin=0.05, k=20)
-    assert calls == [("run=2026-01-02", "run=2026-01-01", "test", 20)]
-    assert not record["promoted"] and record["serving_model"] == "run=2026-01-01"
+    assert calls == [("run=2026-01-02/v=a", "run=2026-01-01/v=a", "test", 20)]
+    assert not record["promoted"] and record["serving_model"] == "run=2026-01-01/v=a"
     assert "worse than the live model" in record["reason"]
     saved = json.loads((models / "run=2026-01-02" / "promotion.json").read_text())
-    assert saved["serving_model"] == "run=2026-01-01" and saved["incumbent"] == "run=2026-01-01"
+    assert (
+        saved["serving_model"] == "run=2026-01-01/v=a"
+        and saved["incumbent"] == "run=2026-01-01/v=a"
+    )
     live = json.loads((models / "live.json").read_text())
     assert live == {k: saved[k] for k in ("date", "serving_model", "decided_at")}
 
     # The next night's incumbent is what served the 2nd (still the 1st's model).
     _model(lake, "2026-01-03")
-    assert promote.incumbent_for(lake, "2026-01-03") == "run=2026-01-01"
+    assert promote.incumbent_for(lake, "2026-01-03") == "run=2026-01-01/v=a"
 
     # A backfill of an older date decides for itself but never moves live.json back.
     _model(lake, "2025-12-31")
@@ -69,7 +75,7 @@ def test_gate_keeps_the_live_model_when_tonight_is_worse(tmp_path, monkeypatch):
 def test_gate_promotes_within_the_margin_and_skips_vanished_incumbents(tmp_path, monkeypatch):
     lake = Lake(str(tmp_path))
     models = tmp_path / "models"
-    _model(lake, "2026-01-01", serving="run=2026-01-01")
+    _model(lake, "2026-01-01", serving="run=2026-01-01/v=a")
     _model(lake, "2026-01-02")
     monkeypatch.setattr(
         promote,
@@ -81,10 +87,10 @@ def test_gate_promotes_within_the_margin_and_skips_vanished_incumbents(tmp_path,
         },
     )
     record = promote.gate(lake, "2026-01-02", margin=0.05, k=20)
-    assert record["promoted"] and record["serving_model"] == "run=2026-01-02"
-    (models / "run=2026-01-01" / "model.pt").unlink()
+    assert record["promoted"] and record["serving_model"] == "run=2026-01-02/v=a"
+    (models / "run=2026-01-01" / "v=a" / "model.pt").unlink()
     _model(lake, "2026-01-03")
-    assert promote.incumbent_for(lake, "2026-01-03") == "run=2026-01-02"
+    assert promote.incumbent_for(lake, "2026-01-03") == "run=2026-01-02/v=a"
     with pytest.raises(Exception, match="margin"):
         promote.gate(lake, "2026-01-03", margin=1.5, k=20)
 
@@ -92,7 +98,7 @@ def test_gate_promotes_within_the_margin_and_skips_vanished_incumbents(tmp_path,
 def test_the_gate_metric_follows_k(tmp_path, monkeypatch):
     """With k = 10 the gate compares Recall@10, not a hard-coded Recall@20."""
     lake = Lake(str(tmp_path))
-    _model(lake, "2026-01-01", serving="run=2026-01-01")
+    _model(lake, "2026-01-01", serving="run=2026-01-01/v=a")
     _model(lake, "2026-01-02")
     monkeypatch.setattr(
         promote,
@@ -107,3 +113,88 @@ def test_the_gate_metric_follows_k(tmp_path, monkeypatch):
     record = promote.gate(lake, "2026-01-02", margin=0.05, k=10)
     assert record["metric"] == "recall@10"
     assert not record["promoted"] and "recall@10 0.2000" in record["reason"]
+
+
+def test_a_rerun_makes_a_new_version_and_later_dates_keep_serving_the_old_one(
+    tmp_path, monkeypatch
+):
+    """Models are immutable versions: rerunning D trains a new version of D; a later date
+    whose decision served D's model still serves the same weights."""
+    lake = Lake(str(tmp_path))
+    better = {
+        "common_item_events": 10,
+        "candidate": {"recall@20": 0.6},
+        "incumbent": {"recall@20": 0.5},
+    }
+    monkeypatch.setattr(promote, "compare", lambda *a, **k: better)
+    _model(lake, "2026-01-01", version="20260101T000000Z-aaaaaa", weights=b"first")
+    first = promote.gate(lake, "2026-01-01", margin=0.05, k=20)
+    assert first["serving_model"] == "run=2026-01-01/v=20260101T000000Z-aaaaaa"
+    worse = {
+        "common_item_events": 10,
+        "candidate": {"recall@20": 0.1},
+        "incumbent": {"recall@20": 0.5},
+    }
+    monkeypatch.setattr(promote, "compare", lambda *a, **k: worse)
+    _model(lake, "2026-01-02")
+    second = promote.gate(lake, "2026-01-02", margin=0.05, k=20)
+    assert not second["promoted"] and second["serving_model"] == first["serving_model"]
+    # the rerun of the 1st: a newer version next to the old one, which stays untouched
+    rerun_dir = Path(lake.new_model_version("2026-01-01"))
+    rerun_dir.mkdir()
+    (rerun_dir / "model.pt").write_bytes(b"retrained")
+    rerun = promote.gate(lake, "2026-01-01", margin=0.05, k=20)
+    assert rerun["candidate"] == lake.model_name(str(rerun_dir)) != first["candidate"]
+    assert promote.model_versions(lake, "2026-01-01") == [first["candidate"], rerun["candidate"]]
+    served = Path(lake.model_named(promote.serving_model_name(lake, "2026-01-02")), "model.pt")
+    assert served.read_bytes() == b"first"
+    assert Path(promote.serving_model(lake, "2026-01-02"), "model.pt").read_bytes() == b"first"
+    # a candidate that is not a version of the date is refused
+    with pytest.raises(Exception, match="expected a model version of 2026-01-02"):
+        promote.gate(lake, "2026-01-02", 0.05, 20, candidate=str(rerun_dir))
+
+
+LIVE_WRITER = """
+import json, sys, time
+from pathlib import Path
+from jobs.common.lake import Lake
+from jobs.nightly import promote
+lake, days = Lake(sys.argv[1]), sys.argv[2].split(",")
+while not Path(sys.argv[1], "go").exists():  # both start together
+    time.sleep(0.001)
+for day in days:
+    promote.move_live(lake, {"date": day, "serving_model": f"run={day}/v=a", "decided_at": "t"})
+"""
+
+
+def test_concurrent_gates_never_move_the_live_pointer_backwards(tmp_path):
+    """Two real processes decide interleaved dates; live.json ends on the latest date, and
+    a reader never sees it move back or read a partial file."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[3]
+    lake = Lake(str(tmp_path))
+    import datetime as dt
+
+    days = [str(dt.date(2000, 1, 1) + dt.timedelta(days=i)) for i in range(3000)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LIVE_WRITER, str(tmp_path), ",".join(part)], env=env, cwd=root
+        )
+        for part in (days[::2], days[1::2])  # interleaved dates, both forward
+    ]
+    time.sleep(1)
+    (tmp_path / "go").touch()
+    seen = []
+    live = Path(lake.live_pointer)
+    while any(p.poll() is None for p in procs):
+        if live.exists():
+            seen.append(json.loads(live.read_text())["date"])  # never a partial file
+    assert all(p.wait() == 0 for p in procs)
+    final = json.loads(live.read_text())
+    assert final["date"] == max(days) and final["serving_model"] == f"run={max(days)}/v=a"
+    assert seen == sorted(seen), "live.json moved backwards"

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def night(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
-    model_dir = Path(lake.model_run("2026-01-01"))
+    model_dir = Path(lake.model_version("2026-01-01", "a"))
     model_dir.mkdir(parents=True)
     path, model, item_map = make_checkpoint(model_dir)
     for day in ("2026-01-02", "2026-01-03"):
