@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import Asset, CronTriggerTimetable, Metadata, Param, dag, task
+from airflow.sdk import Asset, CronTriggerTimetable, Metadata, Param, dag, setup, task, teardown
 
 from jobs.common.lake import Lake, default_root
 from jobs.nightly import commands
@@ -94,9 +94,17 @@ def _night(context) -> Night:
     if start is None:
         start = context["logical_date"] - dt.timedelta(days=1)
     try:
-        return Night.from_params(dict(context["params"]), start.date())
+        night = Night.from_params(dict(context["params"]), start.date())
     except PipelineError as exc:  # a bad param: retrying cannot help
         raise AirflowFailException(f"invalid params: {exc}") from None
+    # The run owns D's lease (jobs.common.locks) from hold_date to release_date; its steps
+    # inherit the owner through the environment, so they hold it and no other run does.
+    os.environ["GRU4REC_RUN_OWNER"] = _owner(context)
+    return night
+
+
+def _owner(context) -> str:
+    return f"airflow:{context['dag'].dag_id}:{context['run_id']}"
 
 
 def _run(cmd) -> str:
@@ -156,6 +164,22 @@ def _gate(night: Night, dataset: str) -> None:
 def gru4rec_nightly():
     # One short definition per task (TaskFlow), then the chain: the function is as long as
     # the DAG has tasks; each body is one call into jobs.nightly.
+    @setup
+    def hold_date(**context):
+        """Take D's lease for this run: a second run of D (a backfill, a manual run) is
+        refused until this one ends, or until its lease goes stale (jobs.common.locks)."""
+        from jobs.common.locks import DateLease
+
+        night = _night(context)
+        DateLease(night.lake, night.day).acquire(_owner(context))
+
+    @teardown
+    def release_date(**context):
+        from jobs.common.locks import DateLease
+
+        night = _night(context)
+        DateLease(night.lake, night.day).release(_owner(context))
+
     @task(pool=SPARK_POOL)
     def ingest(**context):
         night = _night(context)
@@ -254,8 +278,11 @@ def gru4rec_nightly():
 
     staged = score()
     model = train()
+    lease = hold_date()
+    done = publish(validate_recommendations(staged))
     (
-        ingest()
+        lease
+        >> ingest()
         >> validate_raw()
         >> sessionize()
         >> validate_sessions()
@@ -265,7 +292,7 @@ def gru4rec_nightly():
         >> model
     )
     evaluate(model) >> staged
-    publish(validate_recommendations(staged))
+    done >> release_date().as_teardown(setups=lease)
 
 
 nightly = gru4rec_nightly()

@@ -26,6 +26,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
 from jobs.common.fs import FS, publish_dir, staging, write_summary
 from jobs.common.lake import DT, SPLITS, Lake
+from jobs.common.locks import hold_date
 from jobs.common.settings import DatasetSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import midnight_utc
@@ -281,8 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_session_length=args.min_session_length,
         min_item_support=args.min_item_support,
     )
-    spark = get_spark("build_datasets", args.master, dict(args.conf))
-    run_build_datasets(spark, Lake(args.lake), args.date, cfg)
+    lake = Lake(args.lake)
+    with hold_date(lake, args.date):  # one writer per date
+        spark = get_spark("build_datasets", args.master, dict(args.conf))
+        run_build_datasets(spark, lake, args.date, cfg)
     return 0
 
 

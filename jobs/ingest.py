@@ -28,6 +28,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError, SchemaError
 from jobs.common.fs import FS, publish_partitions, staging, write_summary
 from jobs.common.lake import DATE_TOKEN, DT, Lake
+from jobs.common.locks import hold_dates
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before, midnight_utc, utc
 from jobs.sources import (
@@ -354,8 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.date and (args.start or args.end):
         parser.error("give --date or --start/--end, not both")
     mapping = mapping_from_args(args)
-    spark = get_spark("ingest", args.master, dict(args.conf))
     lake = Lake(args.lake)
+    first, last = args.date or args.start, args.date or args.end
+    days = _dates(first, last) if first and last else []  # a whole-file range: not locked
+    with hold_dates(lake, days):  # one writer per date
+        return _main(args, lake, mapping, parser)
+
+
+def _main(args, lake: Lake, mapping: SourceMapping, parser) -> int:
+    spark = get_spark("ingest", args.master, dict(args.conf))
     if DATE_TOKEN not in args.input:
         run_ingest(spark, args.input, lake, mapping, args.date or args.start, args.date or args.end)
         return 0

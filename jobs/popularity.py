@@ -22,6 +22,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError
 from jobs.common.fs import FS, publish_dir, staging, write_summary
 from jobs.common.lake import Lake
+from jobs.common.locks import hold_date
 from jobs.common.settings import PopularitySettings
 from jobs.common.spark import get_spark
 
@@ -110,8 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    spark = get_spark("popularity", args.master, dict(args.conf))
-    run_popularity(spark, Lake(args.lake), args.date, args.alpha)
+    lake = Lake(args.lake)
+    with hold_date(lake, args.date):  # one writer per date
+        spark = get_spark("popularity", args.master, dict(args.conf))
+        run_popularity(spark, lake, args.date, args.alpha)
     return 0
 
 

@@ -23,6 +23,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import ConfigError, NoInputError
 from jobs.common.fs import FS, publish_partitions, staging, write_summary
 from jobs.common.lake import DT, Lake
+from jobs.common.locks import hold_dates
 from jobs.common.settings import SessionizeSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before
@@ -243,8 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(args)
-    spark = get_spark("sessionize", args.master, dict(args.conf))
     lake = Lake(args.lake)
+    until = args.until or args.date
+    days = [args.date + dt.timedelta(days=i) for i in range((until - args.date).days + 1)]
+    with hold_dates(lake, days):  # one writer per date
+        return _main(args, lake, settings)
+
+
+def _main(args, lake: Lake, settings) -> int:
+    spark = get_spark("sessionize", args.master, dict(args.conf))
     fs = FS(spark)
     catch_up = [
         d

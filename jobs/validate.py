@@ -26,6 +26,7 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.fs import FS
 from jobs.common.lake import Lake
 from jobs.common.localfs import write_json_atomic
+from jobs.common.locks import hold_date
 from jobs.common.settings import QualityThresholds
 from jobs.common.timeutil import days_before
 from jobs.quality import spark_frames, suites
@@ -136,9 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     thresholds = QualityThresholds.from_dict(json.loads(args.thresholds))
     lake = Lake(args.lake, args.quality_root or "")
-    spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
-    days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
-    results = run_validate(spark, lake, args.dataset, args.date, thresholds, catch_up=days)
+    with hold_date(lake, args.date):  # one writer per date
+        spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
+        days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
+        results = run_validate(spark, lake, args.dataset, args.date, thresholds, catch_up=days)
     raise_if_failed(*results)
     return 0
 

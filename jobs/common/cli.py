@@ -72,7 +72,7 @@ def run_main(
         code = main(argv)
     except PipelineError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))  # 2: bad data or config; DateBusy: 75
     log.info("finished in %.1f s", time.monotonic() - start)
     sys.exit(code)
 

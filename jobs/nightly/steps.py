@@ -123,4 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{args.step} needs --staged")
     if args.staged:
         args.staged = str(Path(args.staged))
-    return STEPS[args.step](args)
+    if args.step == "report":  # reads the records, refreshes the report: no lease needed
+        return STEPS[args.step](args)
+    from jobs.common.locks import hold_date
+
+    with hold_date(_lake(args), args.date):  # one writer per date
+        return STEPS[args.step](args)

@@ -19,6 +19,7 @@ ORDER = [
     "popularity", "validate_datasets", "train", "evaluate", "score",
     "validate_recommendations", "publish",
 ]  # fmt: skip
+LEASE = ("hold_date", "release_date")
 QUALITY_GATES = {
     "validate_raw",
     "validate_sessions",
@@ -73,10 +74,15 @@ def dag():
 
 
 def test_task_order_is_the_designed_chain(dag):
-    assert sorted(dag.task_ids) == sorted(ORDER)
+    assert sorted(dag.task_ids) == sorted([*ORDER, *LEASE])
     for a, b in zip(ORDER, ORDER[1:], strict=False):
         assert dag.get_task(b).upstream_task_ids == {a}, b
-    assert dag.get_task("publish").downstream_task_ids == set()
+    # The run holds D's lease from a setup before ingest to a teardown after publish, which
+    # runs whatever failed and does not decide the run's state.
+    hold, release = (dag.get_task(t) for t in LEASE)
+    assert hold.is_setup and dag.get_task("ingest").upstream_task_ids == {"hold_date"}
+    assert release.is_teardown and release.upstream_task_ids == {"hold_date", "publish"}
+    assert dag.get_task("publish").downstream_task_ids == {"release_date"}
 
 
 def test_quality_gates_never_retry_and_infrastructure_retries_with_backoff(dag):
