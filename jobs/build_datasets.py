@@ -30,6 +30,8 @@ from jobs.common.locks import hold_date
 from jobs.common.settings import DatasetSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import midnight_utc
+from jobs.quality.verdicts import add_arguments as add_verdict_arguments
+from jobs.quality.verdicts import excluded_days
 
 log = logging.getLogger("jobs.build_datasets")
 
@@ -181,15 +183,24 @@ def split_specs(
 
 
 def read_sessions(
-    spark: SparkSession, lake: Lake, day: dt.date, window_days: int
+    spark: SparkSession,
+    lake: Lake,
+    day: dt.date,
+    window_days: int,
+    excluded: dict[str, str] | None = None,
 ) -> tuple[DataFrame, list[str]]:
-    """Sessions of the window ending on `day`; returns them and the list of missing days."""
+    """Sessions of the window ending on `day`, without the `excluded` days (a failed gate);
+    returns them and the list of missing days."""
     fs = FS(spark)
+    excluded = excluded or {}
     days = [day - dt.timedelta(days=i) for i in range(window_days - 1, -1, -1)]
-    present = [d for d in days if fs.exists(lake.sessions_day(d))]
-    missing = [str(d) for d in days if d not in present]
+    present = [d for d in days if str(d) not in excluded and fs.exists(lake.sessions_day(d))]
+    missing = [str(d) for d in days if d not in present and str(d) not in excluded]
     if not present:
-        raise NoInputError(f"no sessions in the window {days[0]}..{day} under {lake.sessions}")
+        raise NoInputError(
+            f"no sessions in the window {days[0]}..{day} under {lake.sessions}"
+            + (f" (excluded by a failed gate: {sorted(excluded)})" if excluded else "")
+        )
     paths = [lake.sessions_day(d) for d in present]
     df = spark.read.option("basePath", lake.sessions).parquet(*paths).drop(DT)
     return df, missing
@@ -209,13 +220,22 @@ def _stats(df: DataFrame, sessions: int) -> dict:
 
 
 def run_build_datasets(
-    spark: SparkSession, lake: Lake, day: dt.date, cfg: DatasetSettings | None = None
+    spark: SparkSession,
+    lake: Lake,
+    day: dt.date,
+    cfg: DatasetSettings | None = None,
+    accepted_days=(),
 ) -> dict:
-    """Build and publish `datasets/run=day`; return the summary."""
+    """Build and publish `datasets/run=day`; return the summary. Days of the window whose raw
+    or sessions gate failed are left out unless in `accepted_days` (jobs.quality.verdicts)."""
     t0 = time.monotonic()
     cfg = cfg or DatasetSettings()
     fs = FS(spark)
-    sessions, missing = read_sessions(spark, lake, day, cfg.window_days)
+    window = [day - dt.timedelta(days=i) for i in range(cfg.window_days)]
+    excluded = excluded_days(lake, window, accepted_days)
+    for d, why in sorted(excluded.items()):
+        log.warning("window day %s left out: %s", d, why)
+    sessions, missing = read_sessions(spark, lake, day, cfg.window_days, excluded)
     if missing:
         log.warning("window %s days missing: %s", len(missing), ", ".join(missing))
     events = sessions.select(*DATASET_COLUMNS)
@@ -253,6 +273,10 @@ def run_build_datasets(
         "config": asdict(cfg),
         "window": [str(day - dt.timedelta(days=cfg.window_days - 1)), str(day)],
         "missing_days": missing,
+        "excluded_days": excluded,
+        "accepted_days": sorted(
+            str(d) for d in accepted_days if str(d) in {str(w) for w in window}
+        ),
         "input": stats_in,
         "filter_passes": passes,
         "test_split_time": str(test_split),
@@ -273,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--valid-days", type=int, default=defaults.valid_days)
     parser.add_argument("--min-session-length", type=int, default=defaults.min_session_length)
     parser.add_argument("--min-item-support", type=int, default=defaults.min_item_support)
+    add_verdict_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     cfg = DatasetSettings(
@@ -282,10 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_session_length=args.min_session_length,
         min_item_support=args.min_item_support,
     )
-    lake = Lake(args.lake)
+    lake = Lake(args.lake, args.quality_root or "")
     with hold_date(lake, args.date):  # one writer per date
         spark = get_spark("build_datasets", args.master, dict(args.conf))
-        run_build_datasets(spark, lake, args.date, cfg)
+        run_build_datasets(spark, lake, args.date, cfg, args.accept_days)
     return 0
 
 

@@ -27,6 +27,8 @@ from jobs.common.locks import hold_dates
 from jobs.common.settings import SessionizeSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before
+from jobs.quality.verdicts import add_arguments as add_verdict_arguments
+from jobs.quality.verdicts import excluded_days
 
 log = logging.getLogger("jobs.sessionize")
 
@@ -229,6 +231,7 @@ def build_parser():
     parser.add_argument(
         "--until", type=parse_date, help="also sessionize every day up to this one (backfill)"
     )
+    add_verdict_arguments(parser)
     parser.add_argument(
         "--catch-up-days",
         type=int,
@@ -244,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(args)
-    lake = Lake(args.lake)
+    lake = Lake(args.lake, args.quality_root or "")
     until = args.until or args.date
     days = [args.date + dt.timedelta(days=i) for i in range((until - args.date).days + 1)]
     with hold_dates(lake, days):  # one writer per date
@@ -259,6 +262,12 @@ def _main(args, lake: Lake, settings) -> int:
         for d in days_before(args.date, args.catch_up_days)
         if fs.exists(lake.events_day(d)) and not fs.exists(lake.sessions_day(d))
     ]
+    # A day whose raw gate failed is not sessionized by a later night's catch-up: its verdict
+    # stands until an operator accepts the day (--accept-days).
+    refused = excluded_days(lake, catch_up, args.accept_days, suites=(C.SUITE_RAW_EVENTS,))
+    for d, why in sorted(refused.items()):
+        log.warning("not catching up %s: %s", d, why)
+    catch_up = [d for d in catch_up if str(d) not in refused]
     if catch_up:
         log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
     # One run per day, as the nightly runs do: a range run would keep the events after midnight

@@ -31,6 +31,7 @@ from jobs.common.settings import QualityThresholds
 from jobs.common.timeutil import days_before
 from jobs.quality import spark_frames, suites
 from jobs.quality.store import QualityStore, raise_if_failed
+from jobs.quality.verdicts import add_arguments as add_verdict_arguments
 
 log = logging.getLogger("jobs.validate")
 
@@ -118,9 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.validate", __doc__.splitlines()[0])
     parser.add_argument("dataset", choices=DATASETS)
     parser.add_argument("--date", type=parse_date, required=True)
-    parser.add_argument(
-        "--quality-root", help="where quality/dt=D goes (a local directory); default <lake>/quality"
-    )
+    add_verdict_arguments(parser)
     parser.add_argument(
         "--thresholds", default="{}", help="JSON object overriding QualityThresholds fields"
     )
@@ -141,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
         days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
         results = run_validate(spark, lake, args.dataset, args.date, thresholds, catch_up=days)
+    if args.date in args.accept_days and not all(r["success"] for r in results):
+        log.warning(
+            "%s failed on %s, which an operator accepted (--accept-days): the run goes on",
+            args.dataset, args.date,
+        )  # fmt: skip
+        return 0
     raise_if_failed(*results)
     return 0
 

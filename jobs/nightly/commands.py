@@ -49,8 +49,16 @@ def ingest(night: Night, mapping_file: str | None) -> list[str]:
     return spark_submit(night, "ingest", *args)
 
 
+def _verdict_args(night: Night) -> list[str]:
+    """Where the gates' verdicts are and which failed days an operator accepted."""
+    return [
+        "--quality-root", night.lake.quality_root,
+        "--accept-days", ",".join(night.accepted_days),
+    ]  # fmt: skip
+
+
 def validate(night: Night, dataset: str) -> list[str]:
-    args = [dataset, "--date", night.day, "--quality-root", night.lake.quality_root]
+    args = [dataset, "--date", night.day, *_verdict_args(night)]
     args += ["--thresholds", json.dumps(night.thresholds.to_dict())]
     if dataset != C.SUITE_DATASETS:
         args += ["--catch-up-days", str(night.datasets.window_days)]
@@ -65,6 +73,7 @@ def sessionize(night: Night) -> list[str]:
         "--gap-seconds", str(s.gap_seconds),
         "--lookback-days", str(s.lookback_days),
         "--max-events-per-user-day", str(s.max_events_per_user_day),
+        *_verdict_args(night),
     ]  # fmt: skip
     if not s.remove_repeats:
         args.append("--keep-repeats")
@@ -82,6 +91,7 @@ def build_datasets(night: Night) -> list[str]:
         "--valid-days", str(d.valid_days),
         "--min-session-length", str(d.min_session_length),
         "--min-item-support", str(d.min_item_support),
+        *_verdict_args(night),
     )  # fmt: skip
 
 

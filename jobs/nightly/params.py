@@ -62,6 +62,10 @@ PARAMS: dict[str, Spec] = {
         "", "column_mapping", "SourceMapping keys (user_col, item_col, ts_col, ts_unit, ...); "
         "win over the preset", {},
     ),
+    "accepted_days": Spec(
+        "", "accepted_days", "days an operator accepts although their raw or sessions gate "
+        "failed (YYYY-MM-DD list); recorded in the run report", [],
+    ),
     "spark_master": _spec("spark", SparkSettings, "spark_master", "Spark master URL", "master"),
     "driver_memory": _spec("spark", SparkSettings, "driver_memory", "Spark driver heap (JVM size)"),
     "spark_conf": _spec("spark", SparkSettings, "spark_conf", "extra Spark settings", "conf"),
@@ -155,6 +159,7 @@ class Night:
     raw_input: str
     source_preset: str
     column_mapping: dict
+    accepted_days: tuple[str, ...]
     spark: SparkSettings
     sessionize: SessionizeSettings
     datasets: DatasetSettings
@@ -188,6 +193,7 @@ class Night:
             raw_input=lake.expand(p["raw_input"]),
             source_preset=p["source_preset"],
             column_mapping=dict(p["column_mapping"]),
+            accepted_days=_check_days(p["accepted_days"]),
             thresholds=QualityThresholds.from_dict(p["quality_thresholds"]),
             **{c: _COMPONENTS[c](**values) for c, values in fields.items()},
         )
@@ -196,6 +202,18 @@ class Night:
     def metric(self) -> str:
         """The promotion gate's metric: Recall at the k served."""
         return self.promotion.metric(self.scoring.k)
+
+
+def _check_days(days) -> tuple[str, ...]:
+    """The accepted days as sorted YYYY-MM-DD strings."""
+    if not isinstance(days, list | tuple):
+        raise ConfigError(f"accepted_days: expected a list of YYYY-MM-DD dates, found {days!r}")
+    try:
+        return tuple(sorted({str(dt.date.fromisoformat(str(d))) for d in days}))
+    except ValueError:
+        raise ConfigError(
+            f"accepted_days: expected a list of YYYY-MM-DD dates, found {days!r}"
+        ) from None
 
 
 def _check_mapping(preset: str, mapping: dict) -> None:

@@ -107,6 +107,12 @@ def _data_section(state: dict) -> list[str]:
             counts.append(
                 (f"{name} split", f"{s.get('events')} events, {s.get('sessions')} sessions")
             )
+        # A failed gate's day stays out of every later window: say which, and why.
+        for d, why in sorted((bd.get("excluded_days") or {}).items()):
+            counts.append((f"window day {d} left out", why))
+        if bd.get("accepted_days"):
+            accepted = ", ".join(bd["accepted_days"])
+            counts.append(("failed days accepted by an operator", accepted))
     if (pop := state["popularity"]) is not None:
         counts.append(("items in the index", pop.get("items")))
     return ["<h2>Data</h2>", _table(counts or [("-", "no job summaries yet")], ("", ""))]

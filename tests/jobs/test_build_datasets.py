@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -151,3 +152,46 @@ def test_build_and_popularity_publish_run_directory(spark, tmp_path):
     test = spark.read.parquet(lake.split(day, "test"))
     assert sorted({r.seq for r in test.collect()}) == [0, 1]
     assert test.columns == ["session_id", "user_id", "item_id", "ts", "seq"]
+
+
+def test_a_day_whose_gate_failed_stays_out_of_later_windows_until_accepted(spark, tmp_path):
+    """Finding: a failed raw gate was forgotten the next night (its events were sessionized
+    by the catch-up and trained on). Its verdict persists: the window leaves the day out,
+    the summary says why, and only an operator's acceptance lets it back in."""
+    from jobs.common.localfs import write_json_atomic
+
+    lake = Lake(str(tmp_path / "lake"))
+    rows = []
+    for k in range(12):
+        for d in range(4):
+            sid = f"s{d}_{k}"
+            rows += [
+                (sid, f"i{k % 6}", 24 * d + 1 + k * 0.5),
+                (sid, f"i{(k + 1) % 6}", 24 * d + 1.1 + k * 0.5),
+            ]
+    df = sessions_df(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
+    df.write.partitionBy("dt").parquet(lake.sessions)
+    bad = "2024-03-02"
+    failure = {"suite": "raw_events", "success": False, "failed": ["_quarantine_share max 0.8"]}
+    write_json_atomic(lake.suite_result(bad, "raw_events"), failure)
+    passed = {"suite": "sessions", "success": True, "failed": []}
+    write_json_atomic(lake.suite_result("2024-03-03", "sessions"), passed)
+    day, cfg = dt.date(2024, 3, 4), DatasetSettings(window_days=4)
+
+    s = run_build_datasets(spark, lake, day, cfg)
+    assert s["excluded_days"] == {bad: "raw_events gate failed: _quarantine_share max 0.8"}
+    assert s["missing_days"] == [] and s["accepted_days"] == []
+    train = spark.read.parquet(lake.split(day, "train"))
+    assert train.filter(F.col("session_id").startswith("s1_")).count() == 0  # 03-02's sessions
+    assert s["splits"]["train"]["sessions"] == 24
+
+    s = run_build_datasets(spark, lake, day, cfg, accepted_days=[bad])  # an operator accepts
+    assert s["excluded_days"] == {} and s["accepted_days"] == [bad]
+    assert s["splits"]["train"]["sessions"] == 36
+
+    from jobs.nightly.report import write_run_report
+
+    run_build_datasets(spark, lake, day, cfg)
+    write_run_report(lake, str(day))
+    page = Path(lake.run_report(str(day))).read_text()
+    assert f"window day {bad} left out" in page and "_quarantine_share max 0.8" in page

@@ -177,3 +177,38 @@ def test_range_run_equals_day_by_day_runs(spark, tmp_path):
     ra = sorted(spark.read.parquet(a.sessions).collect())
     rb = sorted(spark.read.parquet(b.sessions).collect())
     assert ra == rb and len(ra) == summary["session_events_out"] > 300
+
+
+def test_catch_up_never_sessionizes_a_day_whose_raw_gate_failed_unless_accepted(spark, tmp_path):
+    """A later night's catch-up used to sessionize any day with events but no sessions, so a
+    day that failed its raw gate reached the training window the next night."""
+    from jobs.common.localfs import write_json_atomic
+    from jobs.sessionize import main
+
+    lake = Lake(str(tmp_path / "lake"))
+    t = dt.datetime(2024, 3, 1, 10, tzinfo=dt.UTC)
+    rows = [("u1", "a", t), ("u1", "b", t + dt.timedelta(minutes=1))]
+    rows += [(u, i, ts + dt.timedelta(days=1)) for u, i, ts in rows]
+    df = spark.createDataFrame(rows, "user_id string, item_id string, ts timestamp")
+    df = df.withColumn("event_type", F.lit(None).cast("string"))
+    df = df.withColumn("tiebreak", F.lit(None).cast("bigint"))
+    df.withColumn("dt", F.date_format("ts", "yyyy-MM-dd")).write.partitionBy("dt").parquet(
+        lake.events
+    )
+    failure = {"suite": "raw_events", "success": False, "failed": ["unparseable timestamps"]}
+    write_json_atomic(lake.suite_result("2024-03-01", "raw_events"), failure)
+    args = [
+        "--lake",
+        lake.root,
+        "--date",
+        "2024-03-02",
+        "--catch-up-days",
+        "3",
+        "--master",
+        "local[1]",
+    ]
+    assert main(args) == 0
+    assert spark.read.parquet(lake.sessions_day("2024-03-02")).count() == 2
+    assert not (tmp_path / "lake" / "sessions" / "dt=2024-03-01").exists()
+    assert main([*args, "--accept-days", "2024-03-01"]) == 0  # an operator accepts the day
+    assert spark.read.parquet(lake.sessions_day("2024-03-01")).count() == 2
