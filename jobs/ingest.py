@@ -245,12 +245,9 @@ def _dates(first: dt.date, last: dt.date) -> list[str]:
 
 
 def _date_span(tagged: DataFrame, window: Window) -> tuple[dt.date, dt.date]:
-    """First and last date of the rows this run files by their own date: accepted rows and
-    rejected rows whose timestamp is inside the window (none: the window's last day). A
-    rejected row dated outside the accepted rows' span still gets its partition written."""
-    in_window = (F.col("ts") >= F.lit(window.start)) & (F.col("ts") < F.lit(window.end))
+    """First and last date of the accepted rows (none: the window's last day)."""
     span = (
-        tagged.filter((F.col("status") != FILTERED) & in_window)
+        tagged.filter(F.col("status") == OK)
         .agg(F.min(F.to_date("ts")).alias("lo"), F.max(F.to_date("ts")).alias("hi"))
         .first()
     )
@@ -312,7 +309,13 @@ def run_ingest(
         quarantined(tagged, window, dates[-1]).write.partitionBy(DT).parquet(quarantine_stage)
         events_out = spark.read.parquet(events_stage).count()
         publish_partitions(fs, events_stage, lake.events, DT, dates)
+        # A rejected row dated outside the run's dates (a whole-file run's dates are its valid
+        # events' span) is written too: its partition is published where produced, and no
+        # partition outside the run's dates is ever deleted.
+        produced = [p.partition("=")[2] for p in fs.list_dirs(quarantine_stage)]
         publish_partitions(fs, quarantine_stage, lake.quarantine, DT, dates)
+        for extra in sorted(set(produced) - set(dates)):
+            publish_partitions(fs, quarantine_stage, lake.quarantine, DT, [extra])
 
     summary = {
         "job": "ingest",

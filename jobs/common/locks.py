@@ -8,7 +8,8 @@ started by hand, `cli:<host>:<pid>` (held for that job only).
 
 - A job of another owner is refused while the lease is live, with a message naming the holder:
   `DateBusy`, exit status 75 (temporary failure), which the DAG retries with backoff.
-- Stale-lock recovery: a lease whose heartbeat is older than `GRU4REC_LOCK_STALE_MINUTES`
+- Stale-lock recovery: a hand-started job's lease whose process is gone (same host) is taken
+  over at once; any lease whose heartbeat is older than `GRU4REC_LOCK_STALE_MINUTES`
   (default 60; heartbeats come every minute while a step runs and whenever a task of the run
   starts) belongs to a run that died; the next writer takes it over and logs that it did.
 
@@ -102,7 +103,7 @@ class DateLease:
             held = self.holder()
             if held and held.get("owner") != owner:
                 idle = now - float(held.get("heartbeat", 0))
-                if idle < stale_s:
+                if idle < stale_s and not _dead_local_job(held.get("owner", "")):
                     raise DateBusy(
                         f"date {self.day} is being written by {held['owner']} (since "
                         f"{_utc(held.get('since'))}, last active {idle:.0f} s ago): one writer "
@@ -131,6 +132,21 @@ class DateLease:
                 return False
             self.path.unlink(missing_ok=True)
             return True
+
+
+def _dead_local_job(owner: str) -> bool:
+    """A job started by hand on this host whose process is gone (killed, out of memory)."""
+    kind, _, rest = owner.partition(":")
+    host, _, pid = rest.rpartition(":")
+    if kind != "cli" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _utc(ts) -> str:
@@ -168,5 +184,6 @@ def hold_date(lake: Lake, day, owner: str | None = None) -> Iterator[DateLease]:
         yield lease
     finally:
         stop.set()
+        t.join()  # a beat in flight must not re-create the lease after the release
         if not os.environ.get(OWNER_ENV):
             lease.release(owner)

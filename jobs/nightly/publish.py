@@ -68,10 +68,11 @@ def publish(
     target = os.path.relpath(version_dir, root)
     tmp = root / f".{partition}.link-{uuid.uuid4().hex[:8]}"
     os.symlink(target, tmp, target_is_directory=True)
+    if previous is not None and previous != Path(version_dir).resolve():
+        # Before the swap: a crash right after it must not leave the old version undated.
+        _tombstone(previous).touch()  # its grace period starts now
     os.replace(tmp, link)  # the atomic step
     _fsync_dir(root)
-    if previous is not None and previous != Path(version_dir).resolve():
-        _tombstone(previous).touch()  # its grace period starts now
     cleanup(root, partition, grace_s)
     return link
 

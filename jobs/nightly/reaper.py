@@ -46,11 +46,13 @@ def main(argv: list[str]) -> int:
         return 2
     grace, cmd = float(argv[0]), argv[2:]
     pgid = os.getpgrp()
-    stop = threading.Event()
+    stop = threading.Event()  # set by the watcher thread
+    signalled = []  # set by the signal handlers: a plain list, no lock a handler could block on
+
     # The handlers only raise the flag: the main loop does the terminating (and the reaper
     # ignores the group-wide SIGTERM it sends itself).
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: signalled.append(1))
+    signal.signal(signal.SIGINT, lambda *_: signalled.append(1))
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def watch_parent() -> None:
@@ -62,8 +64,8 @@ def main(argv: list[str]) -> int:
         stop.set()
 
     threading.Thread(target=watch_parent, daemon=True).start()
-    while _alive(child) and not stop.wait(0.1):
-        pass
+    while _alive(child) and not signalled and not stop.is_set():
+        time.sleep(0.1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _alive(child):
         terminate_group(pgid, child, grace)  # ends with SIGKILL, the reaper included

@@ -118,25 +118,26 @@ def terminate(proc: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
 def _terminated_on_interrupt(proc: subprocess.Popen):
     """While the step runs: on SIGTERM (the previous handler, e.g. Airflow's, runs after) or
     any exception (a timeout, KeyboardInterrupt on SIGINT) its process group is terminated."""
-    previous = None
-    if threading.current_thread() is threading.main_thread():
+    installed = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if installed else None
 
-        def on_term(signum, frame):
-            terminate(proc)
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                raise SystemExit(128 + signum)
+    def on_term(signum, frame):
+        terminate(proc)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # the default (or a handler set from C): exit
+            raise SystemExit(128 + signum)
 
-        previous = signal.signal(signal.SIGTERM, on_term)
+    if installed:
+        signal.signal(signal.SIGTERM, on_term)
     try:
         yield
     except BaseException:
         terminate(proc)
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if proc.stdin:
             proc.stdin.close()
 

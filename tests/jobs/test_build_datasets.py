@@ -176,6 +176,9 @@ def test_a_day_whose_gate_failed_stays_out_of_later_windows_until_accepted(spark
     write_json_atomic(lake.suite_result(bad, "raw_events"), failure)
     passed = {"suite": "sessions", "success": True, "failed": []}
     write_json_atomic(lake.suite_result("2024-03-03", "sessions"), passed)
+    # a catch-up batch's failed result, recorded under each day of the batch, names no day
+    shared = {**failure, "validated_with": "2024-03-04"}
+    write_json_atomic(lake.suite_result("2024-03-01", "raw_events"), shared)
     day, cfg = dt.date(2024, 3, 4), DatasetSettings(window_days=4)
 
     s = run_build_datasets(spark, lake, day, cfg)

@@ -263,13 +263,16 @@ def test_range_ingest_writes_every_rejected_row_even_outside_the_valid_span(spar
         "c,4,garbage\n"  # rejected, no date: filed under the run's last date
     )
     lake = Lake(str(tmp_path / "lake"))
+    kept = lake.events_day("2014-04-06")  # an earlier run's day, between the outliers
+    spark.range(1).write.parquet(kept)
     s = run_ingest(spark, str(src), lake, M)
+    assert spark.read.parquet(kept).count() == 1  # a rejected outlier never widens the run
     assert s["quarantined_total"] == 3
     q = spark.read.parquet(lake.quarantine).collect()
     assert len(q) == s["quarantined_total"]
     assert {(r.reason, str(r.dt)) for r in q} == {
         ("null_user_id", "2014-04-09"),
         ("null_item_id", "2014-04-05"),
-        ("unparseable_ts", "2014-04-09"),
+        ("unparseable_ts", "2014-04-07"),  # no date: the run's last date
     }
-    assert s["dates"] == ["2014-04-05", "2014-04-09"]
+    assert s["dates"] == ["2014-04-07", "2014-04-07"]  # the run owns its valid span only

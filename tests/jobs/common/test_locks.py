@@ -80,8 +80,11 @@ def test_a_finished_holder_releases_and_a_killed_one_goes_stale(tmp_path, monkey
     holder.wait()
     lease = DateLease(lake, DAY)
     assert lease.holder()["owner"].endswith(f":{holder.pid}")
+    assert lease.acquire("next")  # a dead hand-started job on this host: taken over at once
+    # a run that died (no process to check): refused while fresh, taken over once stale
+    assert lease.release("next") and lease.acquire("airflow:gru4rec_nightly:died")
     with pytest.raises(DateBusy):
-        lease.acquire("next")  # still fresh: refused
+        lease.acquire("next")
     monkeypatch.setenv("GRU4REC_LOCK_STALE_MINUTES", "0.01")  # 0.6 s without a heartbeat
     time.sleep(1.0)
     assert lease.acquire("next")  # stale: taken over
