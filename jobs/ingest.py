@@ -313,9 +313,7 @@ def run_ingest(
         # events' span) is written too: its partition is published where produced, and no
         # partition outside the run's dates is ever deleted.
         produced = [p.partition("=")[2] for p in fs.list_dirs(quarantine_stage)]
-        publish_partitions(fs, quarantine_stage, lake.quarantine, DT, dates)
-        for extra in sorted(set(produced) - set(dates)):
-            publish_partitions(fs, quarantine_stage, lake.quarantine, DT, [extra])
+        publish_partitions(fs, quarantine_stage, lake.quarantine, DT, [*dates, *produced])
 
     summary = {
         "job": "ingest",

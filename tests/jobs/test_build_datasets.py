@@ -129,10 +129,10 @@ def test_popularity_weights_and_cdf(spark):
     assert [r.cdf for r in uniform] == pytest.approx([1 / 3, 2 / 3, 1.0])
 
 
-def test_build_and_popularity_publish_run_directory(spark, tmp_path):
-    lake = Lake(str(tmp_path / "lake"))
+def write_four_days(spark, lake) -> None:
+    """sessions/dt=2024-03-01..04: 12 two-event sessions a day (s<day>_<k>) over 6 items."""
     rows = []
-    for k in range(12):  # 12 sessions a day over 4 days, 6 items
+    for k in range(12):
         for d in range(4):
             sid = f"s{d}_{k}"
             rows += [
@@ -141,6 +141,11 @@ def test_build_and_popularity_publish_run_directory(spark, tmp_path):
             ]
     df = sessions_df(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
     df.write.partitionBy("dt").parquet(lake.sessions)
+
+
+def test_build_and_popularity_publish_run_directory(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    write_four_days(spark, lake)
     day = dt.date(2024, 3, 4)
     s = run_build_datasets(spark, lake, day, DatasetSettings(window_days=4))
     assert s["splits"]["test"]["sessions"] == 12 and s["splits"]["valid"]["sessions"] == 12
@@ -161,16 +166,7 @@ def test_a_day_whose_gate_failed_stays_out_of_later_windows_until_accepted(spark
     from jobs.common.localfs import write_json_atomic
 
     lake = Lake(str(tmp_path / "lake"))
-    rows = []
-    for k in range(12):
-        for d in range(4):
-            sid = f"s{d}_{k}"
-            rows += [
-                (sid, f"i{k % 6}", 24 * d + 1 + k * 0.5),
-                (sid, f"i{(k + 1) % 6}", 24 * d + 1.1 + k * 0.5),
-            ]
-    df = sessions_df(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
-    df.write.partitionBy("dt").parquet(lake.sessions)
+    write_four_days(spark, lake)
     bad = "2024-03-02"
     failure = {"suite": "raw_events", "success": False, "failed": ["_quarantine_share max 0.8"]}
     write_json_atomic(lake.suite_result(bad, "raw_events"), failure)

@@ -46,12 +46,18 @@ def new_version(lake: Lake, day: str) -> Path:
     return publish.new_version_path(lake, day)  # the scorer creates it, whole
 
 
-def score_and_publish(lake, model_dir, day, at=WHEN, **kw) -> dict:
-    """What the DAG's score, validate_recommendations and publish tasks do, in one go."""
+def score_and_validate(lake, model_dir, day, at=WHEN) -> Path:
+    """What the DAG's score and validate_recommendations tasks do: a validated version."""
     staged = new_version(lake, day)
     score_sessions(model_dir, lake.sessions_day(day), staged, generated_at=at)
     result = validate_scored(staged, model_dir, lake.sessions_day(day))
     publish.mark_validated(staged, day, result["results"])
+    return staged
+
+
+def score_and_publish(lake, model_dir, day, at=WHEN, **kw) -> dict:
+    """What the DAG's score, validate_recommendations and publish tasks do, in one go."""
+    staged = score_and_validate(lake, model_dir, day, at)
     return publish.publish_staged(lake, day, staged, **kw)
 
 
@@ -165,10 +171,7 @@ def test_a_version_changed_after_validation_is_not_published(night):
     day = "2026-01-02"
     score_and_publish(lake, model_dir, day)
     before = pd.read_parquet(lake.recommendations_day(day))
-    staged = new_version(lake, day)
-    score_sessions(model_dir, lake.sessions_day(day), staged)
-    result = validate_scored(staged, model_dir, lake.sessions_day(day))
-    publish.mark_validated(staged, day, result["results"])
+    staged = score_and_validate(lake, model_dir, day)
     part = staged / "part-00000.parquet"
     validated_bytes = part.read_bytes()
     pq.write_table(pq.read_table(part).slice(0, 20), part)  # one session left: fails the gate
