@@ -101,6 +101,11 @@ def _score(sub, fmt) -> None:
     s.add_argument(
         "--out", required=True, help="new directory for the table (part-00000.parquet + summary)"
     )
+    s.add_argument(
+        "--context",
+        help="earlier sessions Parquet (e.g. sessions/dt=D-1): a session of --sessions that "
+        "continues one of them is scored with its earlier events too",
+    )
     s.add_argument("--k", type=int, default=20, help="recommendations per session")
     s.add_argument(
         "--exclude-seen",

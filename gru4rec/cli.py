@@ -252,6 +252,7 @@ def cmd_score(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         max_sessions=args.max_sessions,
+        context_path=args.context,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0

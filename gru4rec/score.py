@@ -85,12 +85,13 @@ def session_ids(dataset) -> np.ndarray:
 
 
 def iter_session_chunks(
-    dataset, ids: np.ndarray, max_sessions: int = 200_000
+    dataset, ids: np.ndarray, max_sessions: int = 200_000, context=None
 ) -> Iterator[pd.DataFrame]:
     """The day's events, `max_sessions` whole sessions at a time, in session_id order.
 
     Each chunk is one filtered scan (session_id in [lo, hi)), so memory holds one chunk of
-    events, never the whole day.
+    events, never the whole day. With `context` (an earlier day's sessions), a session that
+    continues from it (its first position here is not 0) gets its earlier events prepended.
     """
     import pyarrow.compute as pc
 
@@ -99,7 +100,16 @@ def iter_session_chunks(
         cond = field >= ids[a]
         if a + max_sessions < len(ids):
             cond = cond & (field < ids[a + max_sessions])
-        yield dataset.to_table(columns=list(SESSION_COLUMNS), filter=cond).to_pandas()
+        chunk = dataset.to_table(columns=list(SESSION_COLUMNS), filter=cond).to_pandas()
+        if context is not None:
+            first_seq = chunk.groupby("session_id", sort=False)["seq"].min()
+            continued = first_seq.index[first_seq.to_numpy() > 0].astype(str).tolist()
+            if continued:
+                earlier = context.to_table(
+                    columns=list(SESSION_COLUMNS), filter=field.isin(continued)
+                ).to_pandas()
+                chunk = pd.concat([earlier, chunk], ignore_index=True)
+        yield chunk
 
 
 class Scorer:
@@ -243,8 +253,12 @@ def score_sessions(
     batch_size: int = 2048,
     generated_at: dt.datetime | None = None,
     max_sessions: int = 200_000,
+    context_path: str | Path | None = None,
 ) -> dict:
     """Score every session under `sessions_path` into the new directory `out_dir`.
+
+    `context_path` (optional; an earlier day's sessions): a session that continues one of
+    them across midnight is scored after all its events, not only the ones of this day.
 
     `out_dir` gets `part-00000.parquet` (the table) and `_summary.json` (counts, k, model
     version); it is written under a staging name and renamed when complete, so it either
@@ -265,7 +279,10 @@ def score_sessions(
     day_ids = session_ids(dataset)
     scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
     with RunDir(out_dir) as stage:
-        chunks = iter_session_chunks(dataset, day_ids, max_sessions)
+        context = None
+        if context_path is not None and Path(context_path).exists():
+            context = open_sessions(context_path)
+        chunks = iter_session_chunks(dataset, day_ids, max_sessions, context)
         stats = scorer.write(chunks, stage / PART, generated_at or dt.datetime.now(dt.UTC))
         summary = {
             **dataclasses.asdict(stats),
@@ -273,6 +290,7 @@ def score_sessions(
             "model_version": version,
             "model": str(loaded.path),
             "sessions_path": str(sessions_path),
+            "context_path": str(context_path) if context is not None else None,
         }
         (stage / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("scored %s into %s: %s", sessions_path, out_dir, summary)

@@ -1,10 +1,17 @@
-"""Sessionize: normalized events -> sessions of one day (30-minute inactivity rule).
+"""Sessionize: normalized events -> session events of one day (30-minute inactivity rule).
 
-Output `sessions/dt=D/`: session_id, user_id, item_id, ts, seq (0-based). A session belongs to
-the UTC date of its first event. Processing D reads D plus `lookback_days` before it, so activity
-that continues a session started before midnight is recognised as such instead of opening a
-new session on D. Later days are never read, so rerunning D always gives identical output;
-a session that runs past midnight keeps the events its start day holds.
+Output `sessions/dt=D/`: session_id, user_id, item_id, ts, seq. The partition of an event is the
+UTC date of the event itself, so no event is ever held back or dropped: a session that runs past
+midnight has its events in both days' partitions under ONE session_id, with seq counting on
+from where the earlier day stopped (0-based over the whole session). Processing D reads D plus
+`lookback_days` before it, so activity that continues a session started before midnight keeps
+that session's id and positions. Later days are never read, so rerunning D gives identical
+output, and a range run equals one run per day (continuity is followed back `lookback_days`
+days: a session active without a gap for longer than that is counted in the summary as
+`sessions_reaching_lookback`, the one case where the two could differ).
+
+Every summary carries a conservation account per day, checked by the sessions suite:
+    events_in = session_events_out + repeats_removed + capped_events
 """
 
 from __future__ import annotations
@@ -15,18 +22,19 @@ import logging
 import time
 from collections.abc import Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
-from jobs.common.errors import ConfigError, NoInputError
+from jobs.common.errors import ConfigError, NoInputError, SessionAccountError
 from jobs.common.fs import FS, publish_partitions, staging, write_summary
 from jobs.common.lake import DT, Lake
 from jobs.common.locks import hold_dates
 from jobs.common.settings import SessionizeSettings
 from jobs.common.spark import get_spark
-from jobs.common.timeutil import days_before
+from jobs.common.timeutil import days_before, midnight_utc
 from jobs.quality.verdicts import add_arguments as add_verdict_arguments
 from jobs.quality.verdicts import excluded_days
 
@@ -50,17 +58,15 @@ def session_id_col(user_col: str = "user_id", start_col: str = "session_start") 
     return F.substring(F.sha2(key, 256), 1, 24)
 
 
-def sessionize(
+def annotate(
     events_df: DataFrame,
     gap_seconds: int = SessionizeSettings.gap_seconds,
     remove_repeats: bool = SessionizeSettings.remove_repeats,
 ) -> DataFrame:
-    """Assign sessions per user: a gap of MORE than `gap_seconds` starts a new one.
+    """Every input event with its session and `_repeat` (an immediate repeat that sessionizing
+    removes); the kept events carry their `seq`. One window spec, so one shuffle and sort.
 
-    Input needs user_id, item_id, ts (and optionally tiebreak). Returns session_id, user_id,
-    item_id, ts, seq, session_start. Repeats are removed after the gaps are measured, so a
-    repeated click still counts as activity. Every window shares one partitioning and order,
-    so the events are shuffled and sorted once.
+    Returns user_id, item_id, ts, session_start, seq, _repeat.
     """
     if gap_seconds <= 0:
         raise ConfigError(f"gap_seconds must be positive, found {gap_seconds}")
@@ -72,33 +78,52 @@ def sessionize(
         "_new", prev_us.isNull() | (ts_us - prev_us > gap_seconds * 1_000_000)
     )
     df = df.withColumn("_start_us", F.max(F.when(F.col("_new"), ts_us)).over(running))
+    # A repeat still counts as activity for the gap (measured above); it never starts a session.
+    repeat = F.lit(False)
     if remove_repeats:
         same = (F.lag("item_id").over(by_user) == F.col("item_id")) & ~F.col("_new")
-        df = df.withColumn("_repeat", F.coalesce(same, F.lit(False)))
-        df = df.filter(~F.col("_repeat"))  # never drops a session's first event
-    # seq = position among the kept events since the session's first one.
-    df = df.withColumn("_rn", F.row_number().over(by_user))
-    df = df.withColumn("_first_rn", F.max(F.when(F.col("_new"), F.col("_rn"))).over(running))
+        repeat = F.coalesce(same, F.lit(False))
+    df = df.withColumn("_repeat", repeat)
+    # seq = the number of kept events since the session's first one.
+    df = df.withColumn("_kept", F.sum((~F.col("_repeat")).cast("long")).over(running))
+    df = df.withColumn("_first", F.max(F.when(F.col("_new"), F.col("_kept"))).over(running))
     return df.select(
         "user_id",
         "item_id",
         "ts",
         F.timestamp_micros("_start_us").alias("session_start"),
-        (F.col("_rn") - F.col("_first_rn")).cast("int").alias("seq"),
-    ).withColumn("session_id", session_id_col())
+        (F.col("_kept") - F.col("_first")).cast("int").alias("seq"),
+        "_repeat",
+    )
 
 
-def heavy_users(events_df: DataFrame, max_events_per_day: int) -> DataFrame:
-    """user_id of users with more than `max_events_per_day` events on any day (bots)."""
+def sessionize(
+    events_df: DataFrame,
+    gap_seconds: int = SessionizeSettings.gap_seconds,
+    remove_repeats: bool = SessionizeSettings.remove_repeats,
+) -> DataFrame:
+    """Assign sessions per user: a gap of MORE than `gap_seconds` starts a new one.
+
+    Input needs user_id, item_id, ts (and optionally tiebreak). Returns session_id, user_id,
+    item_id, ts, seq, session_start. Repeats are removed after the gaps are measured, so a
+    repeated click still counts as activity.
+    """
+    df = annotate(events_df, gap_seconds, remove_repeats)
+    return df.filter(~F.col("_repeat")).drop("_repeat").withColumn("session_id", session_id_col())
+
+
+def heavy_user_days(events_df: DataFrame, max_events_per_day: int) -> DataFrame:
+    """(user_id, _d) of each user and UTC day with more than `max_events_per_day` events
+    (bots): the cap is judged per day, so a day's verdict never depends on another day."""
     per_day = events_df.groupBy("user_id", F.to_date("ts").alias("_d")).count()
-    return per_day.filter(F.col("count") > max_events_per_day).select("user_id").distinct()
+    return per_day.filter(F.col("count") > max_events_per_day).select("user_id", "_d")
 
 
-def sessions_starting_in(sessions_df: DataFrame, first: dt.date, last: dt.date) -> DataFrame:
-    """Keep the sessions whose first event falls in [first, last] (UTC), with their `dt`."""
-    start_day = F.to_date("session_start")
-    return sessions_df.filter(start_day.between(F.lit(first), F.lit(last))).select(
-        *SESSION_COLUMNS, F.date_format(start_day, "yyyy-MM-dd").alias(DT)
+def events_of_days(sessions_df: DataFrame, first: dt.date, last: dt.date) -> DataFrame:
+    """The session events that happened in [first, last] (UTC), with their own date as `dt`."""
+    day = F.to_date("ts")
+    return sessions_df.filter(day.between(F.lit(first), F.lit(last))).withColumn(
+        DT, F.date_format(day, "yyyy-MM-dd")
     )
 
 
@@ -115,24 +140,58 @@ def read_events(
     return spark.read.option("basePath", lake.events).parquet(*paths).drop(DT)
 
 
-def drop_heavy_users(
-    events: DataFrame, events_in: DataFrame, max_events_per_user_day: int
-) -> tuple[DataFrame, dict]:
-    """Events without the users above the daily cap (0: no cap), and what that removed of D."""
-    capped = {"events": 0, "users": 0}
+def flag_heavy_users(events: DataFrame, max_events_per_user_day: int) -> tuple[DataFrame, int]:
+    """Events with `_capped` (the user is above the daily cap on the event's day; 0: no cap),
+    and how many user-days are capped in the read window."""
     if not max_events_per_user_day:
-        return events, capped
-    heavy = heavy_users(events, max_events_per_user_day).localCheckpoint(eager=True)
-    if not heavy.count():  # usually none: skip the joins and the extra scan
-        return events, capped
-    capped = (
-        events_in.join(F.broadcast(heavy), "user_id", "left_semi")
-        .agg(F.count(F.lit(1)).alias("events"), F.countDistinct("user_id").alias("users"))
-        .first()
-        .asDict()
+        return events.withColumn("_capped", F.lit(False)), 0
+    heavy = heavy_user_days(events, max_events_per_user_day).localCheckpoint(eager=True)
+    n_heavy = heavy.count()
+    if not n_heavy:  # usually none: skip the join
+        return events.withColumn("_capped", F.lit(False)), 0
+    flagged = events.withColumn("_d", F.to_date("ts")).join(
+        F.broadcast(heavy.withColumn("_capped", F.lit(True))), ["user_id", "_d"], "left"
     )
-    log.warning("dropped %s users above %s events a day", capped["users"], max_events_per_user_day)
-    return events.join(F.broadcast(heavy), "user_id", "left_anti"), capped
+    capped = F.coalesce(F.col("_capped"), F.lit(False))
+    return flagged.withColumn("_capped", capped).drop("_d"), n_heavy
+
+
+def day_accounts(annotated: DataFrame, staged: DataFrame) -> dict[str, dict]:
+    """Per day: what came in, what each named removal took, and what went out.
+
+    `annotated` holds every input event of the run's days (`_capped`, `_repeat`, `dt`);
+    `staged` is the written output read back, so the account compares two real counts.
+    """
+    ins = annotated.groupBy(DT).agg(
+        F.count(F.lit(1)).alias("events_in"),
+        F.sum(F.col("_capped").cast("long")).alias("capped_events"),
+        F.countDistinct(F.when(F.col("_capped"), F.col("user_id"))).alias("capped_users"),
+        F.sum(F.col("_repeat").cast("long")).alias("repeats_removed"),
+    )
+    outs = staged.groupBy(DT).agg(
+        F.count(F.lit(1)).alias("session_events_out"),
+        F.countDistinct("session_id").alias("sessions_out"),
+        F.countDistinct(F.when(F.col("seq") == 0, F.col("session_id"))).alias("sessions_started"),
+        F.countDistinct("user_id").alias("users_out"),
+        F.max("seq").alias("max_seq"),
+    )
+    accounts = {}
+    for row in ins.join(outs, DT, "left").collect():
+        a = {k: (v or 0) for k, v in row.asDict().items() if k not in (DT, "max_seq")}
+        a["sessions_continued"] = a["sessions_out"] - a["sessions_started"]
+        a["longest_session"] = (row["max_seq"] + 1) if row["max_seq"] is not None else 0
+        a["balanced"] = a["events_in"] == (
+            a["session_events_out"] + a["repeats_removed"] + a["capped_events"]
+        )
+        accounts[str(row[DT])] = a
+    return accounts
+
+
+def sessions_reaching(every: DataFrame, horizon: dt.datetime, gap_seconds: int) -> int:
+    """Sessions that start within one gap of the first instant read: they may have begun
+    before it, unseen (a run per day could then give them another id than a range run)."""
+    near = F.col("session_start") < F.lit(horizon + dt.timedelta(seconds=gap_seconds))
+    return every.filter(near).select("session_id").distinct().count()
 
 
 def run_sessionize(
@@ -143,10 +202,11 @@ def run_sessionize(
     last_day: dt.date | None = None,
 ) -> dict:
     """Sessionize `day` (or every day of [day, last_day] in one pass) and publish each
-    `sessions/dt=...`; return the summary.
+    `sessions/dt=...`; return the summary (with `days`: each day's account, also written
+    to `sessions/_summaries/<day>.json` for the sessions suite).
 
     A range gives the same partitions as one run per day: boundaries depend only on the gap
-    to the previous event, which the lookback provides for the range's first day.
+    to the previous event, and the lookback provides those of the range's first day.
     """
     t0 = time.monotonic()
     settings = settings or SessionizeSettings()
@@ -155,40 +215,77 @@ def run_sessionize(
     if last < day:
         raise ConfigError(f"last_day {last} is before day {day}")
     events = read_events(spark, lake, day, last, settings.lookback_days)
-    events_in = events.filter(F.to_date("ts").between(F.lit(day), F.lit(last)))
-    kept, capped = drop_heavy_users(events, events_in, settings.max_events_per_user_day)
-    sessions = sessionize(kept, settings.gap_seconds, settings.remove_repeats)
-    sessions = sessions_starting_in(sessions, day, last)
+    flagged, heavy_user_days_n = flag_heavy_users(events, settings.max_events_per_user_day)
+    kept = flagged.filter(~F.col("_capped"))
+    annotated = annotate(kept, settings.gap_seconds, settings.remove_repeats)
+    annotated = annotated.withColumn("session_id", session_id_col())
+    # The capped events of the run's days rejoin the account (they are not in any session).
+    capped = flagged.filter(F.col("_capped")).select(
+        "user_id",
+        "item_id",
+        "ts",
+        F.lit(None).cast("timestamp").alias("session_start"),
+        F.lit(None).cast("int").alias("seq"),
+        F.lit(False).alias("_repeat"),
+        F.lit(None).cast("string").alias("session_id"),
+        "_capped",
+    )
+    every = events_of_days(
+        annotated.withColumn("_capped", F.lit(False)).unionByName(capped), day, last
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    horizon = midnight_utc(day - dt.timedelta(days=settings.lookback_days))
     days = [str(day + dt.timedelta(days=i)) for i in range((last - day).days + 1)]
-    with staging(fs, lake.sessions) as stage:
-        sessions.write.partitionBy(DT).parquet(stage)
-        events_in_count = events_in.count()
-        out = (
-            spark.read.parquet(stage)
-            .agg(
-                F.count(F.lit(1)).alias("events"),
-                F.sum((F.col("seq") == 0).cast("long")).alias("sessions"),
-                F.countDistinct("user_id").alias("users"),
-                F.max("seq").alias("max_seq"),
-            )
-            .first()
-        )
-        publish_partitions(fs, stage, lake.sessions, DT, days)
+    try:
+        with staging(fs, lake.sessions) as stage:
+            out = every.filter(~F.col("_capped") & ~F.col("_repeat"))
+            out.select(*SESSION_COLUMNS, DT).write.partitionBy(DT).parquet(stage)
+            staged = spark.read.parquet(stage)
+            accounts = day_accounts(every, staged)
+            reaching = sessions_reaching(every, horizon, settings.gap_seconds)
+            unbalanced = sorted(d for d, a in accounts.items() if not a["balanced"])
+            if unbalanced:  # never published: the account names what went missing
+                raise SessionAccountError(
+                    f"sessionize lost events: events in != session events out + repeats "
+                    f"removed + capped on {unbalanced}: "
+                    + "; ".join(f"{d}: {accounts[d]}" for d in unbalanced)
+                )
+            publish_partitions(fs, stage, lake.sessions, DT, days)
+    finally:
+        every.unpersist()
+    totals = {
+        k: sum(a[k] for a in accounts.values())
+        for k in (*C.SESSION_ACCOUNT, "sessions_out", "sessions_started", "sessions_continued")
+    }
     summary = {
         "job": "sessionize",
         "dates": [days[0], days[-1]],
         **dataclasses.asdict(settings),
-        "events_in": events_in_count,
-        "users_out": out["users"],
-        "capped_users": capped["users"],
-        "capped_events": capped["events"],
-        "session_events_out": out["events"],
-        "sessions_out": out["sessions"] or 0,
-        "longest_session": (out["max_seq"] + 1) if out["max_seq"] is not None else 0,
+        **totals,
+        "users_out": sum(a["users_out"] for a in accounts.values()),
+        "capped_users": sum(a["capped_users"] for a in accounts.values()),
+        "capped_user_days": heavy_user_days_n,
+        "longest_session": max((a["longest_session"] for a in accounts.values()), default=0),
+        "sessions_reaching_lookback": reaching,
+        "balanced": True,
+        "days": accounts,
         "seconds": round(time.monotonic() - t0, 2),
     }
-    key = days[0] if len(days) == 1 else f"{days[0]}_{days[-1]}"
-    write_summary(fs, lake.sessions, key, summary)
+    for d in days:  # each day's own account, for the sessions suite of that day
+        account = accounts.get(d, dict.fromkeys(C.SESSION_ACCOUNT, 0) | {"balanced": True})
+        write_summary(
+            fs,
+            lake.sessions,
+            d,
+            {
+                "job": "sessionize",
+                "date": d,
+                "run": summary["dates"],
+                **dataclasses.asdict(settings),
+                **account,
+            },
+        )
+    if len(days) > 1:
+        write_summary(fs, lake.sessions, f"{days[0]}_{days[-1]}", summary)
     return summary
 
 

@@ -56,8 +56,12 @@ def _validate_raw(spark, lake, days, store, thresholds, batch: bool) -> list[dic
 
 
 def _validate_sessions(spark, lake, days, store, thresholds) -> list[dict]:
-    frame = _union([spark_frames.sessions_frame(spark, lake, d) for d in days])
-    extra = {"days": [str(d) for d in days]}
+    parts = [spark_frames.sessions_frame(spark, lake, d) for d in days]
+    frame = _union([f for f, _ in parts])
+    accounts = {str(d): a for d, (_, a) in zip(days, parts, strict=True)}
+    extra = {"days": [str(d) for d in days], "account": accounts[str(days[-1])]}
+    if len(days) > 1:
+        extra["accounts"] = accounts
     return [store.validate(suites.sessions_suite(thresholds), frame, "spark", extra=extra)]
 
 

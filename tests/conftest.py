@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # Keep every Spark endpoint on loopback (local mode and the standalone-cluster test alike).
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 SHARED_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deployment_roots(tmp_path_factory):
+    """The test deployment's roots (GRU4REC_ROOTS): the pytest temporary tree and the
+    project's var/; every path a test gives a night lies under them."""
+    roots = [str(tmp_path_factory.getbasetemp().resolve()), str(ROOT / "var")]
+    os.environ["GRU4REC_ROOTS"] = json.dumps(roots)
+    return roots
 
 
 @pytest.fixture(scope="session")

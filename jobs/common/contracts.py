@@ -101,6 +101,9 @@ SCORED_PART = "part-00000.parquet"
 SCORED_SUMMARY = "_summary.json"
 
 # Quality suites, one per dataset (jobs/quality/suites.py builds them)
+# Sessionize's conservation account: events_in = session_events_out + the named removals.
+SESSION_ACCOUNT = ("events_in", "session_events_out", "repeats_removed", "capped_events")
+
 SUITE_RAW_EVENTS = "raw_events"
 SUITE_SESSIONS = "sessions"
 SUITE_DATASETS = "datasets"

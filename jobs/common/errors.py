@@ -17,3 +17,7 @@ class ConfigError(PipelineError):
 
 class NoInputError(PipelineError):
     """The input a job needs does not exist or is empty."""
+
+
+class SessionAccountError(PipelineError):
+    """Sessionize's conservation account does not balance: events would be lost unnamed."""

@@ -8,6 +8,8 @@ so a bad value fails once, where it is given, with what was expected and what wa
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -28,6 +30,20 @@ def _check_number(obj, name: str, low: float) -> None:
     value = getattr(obj, name)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
         _fail(name, f"a number >= {low}", value)
+
+
+def deployment_spark_conf() -> dict[str, str]:
+    """`GRU4REC_SPARK_CONF` (a JSON object): the deployment's own Spark settings, where
+    credentials belong. Applied to every Spark application below a run's allowed settings;
+    never a param default, never on a command line, never logged."""
+    raw = os.environ.get("GRU4REC_SPARK_CONF") or "{}"
+    try:
+        conf = json.loads(raw)
+    except ValueError:
+        conf = None
+    if not isinstance(conf, dict):
+        raise ConfigError("GRU4REC_SPARK_CONF: expected a JSON object of Spark settings")
+    return {str(k): str(v) for k, v in conf.items()}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 
 from pyspark.sql import SparkSession
 
-from jobs.common.settings import SparkSettings
+from jobs.common.settings import SparkSettings, deployment_spark_conf
 
 log = logging.getLogger("jobs.spark")
 
@@ -44,7 +44,18 @@ def get_spark(
     elif not under_submit and "spark.master" not in (conf or {}):
         builder = builder.master("local[*]")
     launch = {} if under_submit else {"spark.driver.memory": SparkSettings.driver_memory}
-    for key, value in {**DEFAULT_CONF, **launch, **(conf or {}), **REQUIRED_CONF}.items():
+    # The deployment's settings reach a spark-submit in a properties file; a job started as a
+    # plain process reads them from the environment (below its own --conf).
+    deployment = {} if under_submit else deployment_spark_conf()
+    defaults = DEFAULT_CONF
+    if under_submit:  # what spark-submit was given (properties file, --conf) beats our defaults
+        from pyspark import SparkConf, SparkContext
+
+        SparkContext._ensure_initialized()  # attach to spark-submit's JVM (getOrCreate does too)
+        submitted = SparkConf()  # its spark.* properties: the submitted settings
+        defaults = {k: v for k, v in DEFAULT_CONF.items() if not submitted.contains(k)}
+    merged = {**defaults, **launch, **deployment, **(conf or {}), **REQUIRED_CONF}
+    for key, value in merged.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("PIPELINE_SPARK_LOG_LEVEL", "WARN"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jobs.common import contracts as C
 from jobs.common.lake import Lake
-from jobs.dev.embedded import airflow_env, dags_test, prepare
+from jobs.dev.embedded import airflow_env, dags_test, prepare, quick_jvm
 from jobs.dev.synth import SynthConfig, generate, write_daily_csv
 
 
@@ -43,20 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     last = dt.date.fromisoformat(dates[-1])
     print(f"demo: {args.events} synthetic events, deliveries {dates[0]} .. {dates[-1]} "
           f"in {lake / 'raw'}", flush=True)  # fmt: skip
-    env = airflow_env(root / "airflow", lake)
+    env = airflow_env(root / "airflow", lake, quick_jvm())
     log = root / "airflow.log"
     log.unlink(missing_ok=True)
     prepare(env, log)
     logical = str(last + dt.timedelta(days=1))  # the night after the last day processes it
-    # A few hundred thousand events: four shuffle partitions are plenty on a small machine,
-    # and the driver JVM's quick (C1-only) JIT suits short Spark applications.
+    # A few hundred thousand events: four shuffle partitions are plenty on a small machine.
     conf = {
         "epochs": args.epochs,
         "window_days": args.days,
-        "spark_conf": {
-            "spark.sql.shuffle.partitions": "4",
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-        },
+        "spark_conf": {"spark.sql.shuffle.partitions": "4"},
     }
     print(f"demo: airflow dags test gru4rec_nightly {logical} -c '{json.dumps(conf)}' "
           f"(log: {log})", flush=True)  # fmt: skip

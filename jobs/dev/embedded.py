@@ -34,6 +34,17 @@ def airflow_env(home: str | Path, lake: str | Path, extra: dict | None = None) -
     return env
 
 
+def quick_jvm() -> dict:
+    """Deployment settings for small inputs: the driver JVM's quick (C1-only) JIT suits short
+    Spark applications. A JVM option is the deployment's to set (GRU4REC_SPARK_CONF), never a
+    run's."""
+    return {
+        "GRU4REC_SPARK_CONF": json.dumps(
+            {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+        )
+    }
+
+
 def airflow(
     args: list[str], env: dict, log=None, check: bool = True
 ) -> subprocess.CompletedProcess:

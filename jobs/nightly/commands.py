@@ -7,6 +7,8 @@ jobs.nightly <step> ...`. Secrets never go on a command line: only paths and set
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -15,8 +17,11 @@ import tempfile
 from pathlib import Path
 
 from jobs.common import contracts as C
+from jobs.common.errors import ConfigError
 from jobs.common.lake import DATE_TOKEN, PROJECT_ROOT
+from jobs.common.settings import deployment_spark_conf
 from jobs.nightly.params import Night
+from jobs.quality.verdicts import excluded_days
 
 JOBS_DIR = PROJECT_ROOT / "jobs"
 
@@ -30,12 +35,57 @@ def spark_submit_executable() -> str:
 
 
 def spark_submit(night: Night, job: str, *args: str) -> list[str]:
-    """`spark-submit` of jobs/<job>.py with the night's launch settings and Spark conf."""
+    """`spark-submit` of jobs/<job>.py with the night's launch settings and Spark conf.
+
+    The run's (allow-listed, plain) settings go on the command line; the deployment's own
+    (`GRU4REC_SPARK_CONF`, which may hold credentials) in a private properties file."""
     job_args = ["--lake", night.lake.root]
     for key, value in night.spark.conf.items():
         job_args += ["--conf", f"{key}={value}"]
     script = str(JOBS_DIR / f"{job}.py")
-    return [spark_submit_executable(), *night.spark.submit_args(), script, *job_args, *args]
+    deployment = deployment_properties(deployment_spark_conf())
+    props = ["--properties-file", deployment, "--load-spark-defaults"] if deployment else []
+    submit = [spark_submit_executable(), *night.spark.submit_args(), *props]
+    return [*submit, script, *job_args, *args]
+
+
+def _private_dir() -> Path:
+    """A directory only this user can read: `$GRU4REC_PRIVATE_DIR`, else one under the temp
+    directory; refused when another user owns it or others can read it."""
+    root = Path(
+        os.environ.get("GRU4REC_PRIVATE_DIR")
+        or Path(tempfile.gettempdir()) / f"gru4rec-{os.getuid()}"
+    )
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.lstat()
+    if not root.is_dir() or root.is_symlink() or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ConfigError(
+            f"{root}: expected a directory owned by uid {os.getuid()} with mode 0700 for the "
+            f"deployment's Spark settings, found uid {st.st_uid} mode {oct(st.st_mode & 0o777)}"
+        )
+    return root
+
+
+def deployment_properties(conf: dict[str, str]) -> str | None:
+    """A spark-submit properties file (mode 0600, named by its content) holding `conf`; None
+    when there is nothing to pass. Written once and reused, so no task leaves one behind."""
+    if not conf:
+        return None
+    lines = "".join(f"{k} {_escape_property(v)}\n" for k, v in sorted(conf.items()))
+    name = hashlib.sha256(lines.encode()).hexdigest()[:20]
+    path = _private_dir() / f"spark-{name}.conf"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".spark-", suffix=".conf")
+        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
+            f.write(lines)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _escape_property(value: str) -> str:
+    """A value as java.util.Properties reads it back verbatim."""
+    out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return ("\\" + out) if out[:1] in (" ", "\t") else out
 
 
 def ingest(night: Night, mapping_file: str | None) -> list[str]:
@@ -159,10 +209,17 @@ def new_scored_dir(night: Night) -> str:
 
 
 def score(night: Night, serving_model: str, out_dir: str) -> list[str]:
+    # A session continuing from the day before is scored after all its events, unless a
+    # failed gate keeps that day out of every later night.
+    before = dt.date.fromisoformat(night.day) - dt.timedelta(days=1)
+    context = []
+    if not excluded_days(night.lake, [before], night.accepted_days):
+        context = ["--context", night.lake.sessions_day(before)]
     return [
         sys.executable, "-m", "gru4rec", "score",
         "--model", serving_model,
         "--sessions", night.lake.sessions_day(night.day),
+        *context,
         "--out", out_dir,
         "--k", str(night.scoring.k),
         "--device", night.train.device,

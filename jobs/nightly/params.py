@@ -4,6 +4,18 @@ A param's default is its field's default, overridable per deployment by `GRU4REC
 the environment, and per run by the run's conf. `Night.from_params` builds every component's
 settings once and so validates everything a run was given before any task starts work.
 Importable while the DAG is parsed: nothing heavy, no I/O.
+
+A run's conf is untrusted (anyone allowed to trigger the DAG writes it):
+- `spark_master` is the deployment's alone (`GRU4REC_SPARK_MASTER`);
+- `spark_conf` may only name the sizing and tuning settings of `RUN_SPARK_CONF_KEYS` (plus any
+  the deployment lists in `GRU4REC_RUN_SPARK_CONF_KEYS`), with plain values; nothing that
+  loads code, names a class, a path or a JVM option;
+- `lake`, `quality_root` and `raw_input` must lie under the deployment's roots
+  (`GRU4REC_ROOTS`, a JSON list; default: the deployment's lake, quality root and raw
+  delivery directory);
+- the deployment's own Spark settings (`GRU4REC_SPARK_CONF`, where credentials belong) are
+  never a param default (the UI shows those), never on a command line and never logged: they
+  reach spark-submit in a private properties file (`jobs.nightly.commands`).
 """
 
 from __future__ import annotations
@@ -12,10 +24,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from jobs.common.errors import ConfigError
-from jobs.common.lake import Lake, default_root, raw_template
+from jobs.common.lake import Lake, default_root, normalize_root, raw_template
 from jobs.common.settings import (
     DatasetSettings,
     PopularitySettings,
@@ -29,6 +42,43 @@ from jobs.common.settings import (
 )
 
 ENV_PREFIX = "GRU4REC_"
+
+# Params only the deployment sets; a run's conf that changes one is refused.
+DEPLOYMENT_ONLY = ("spark_master",)
+# Params whose deployment value is a secret-bearing setting: never shown as a Param default.
+DEPLOYMENT_SECRET = ("spark_conf",)
+
+# Spark settings a run's conf may change: sizing and tuning. Not here, so refused per run:
+# anything that loads code or classes (spark.jars*, spark.*.extraClassPath, spark.plugins,
+# spark.sql.extensions, spark.sql.catalog.*), starts processes (spark.pyspark.python,
+# spark.*.extraJavaOptions), names paths or credentials (spark.hadoop.*, spark.local.dir).
+RUN_SPARK_CONF_KEYS = frozenset(
+    {
+        "spark.sql.shuffle.partitions",
+        "spark.default.parallelism",
+        "spark.sql.adaptive.enabled",
+        "spark.sql.adaptive.coalescePartitions.enabled",
+        "spark.sql.adaptive.advisoryPartitionSizeInBytes",
+        "spark.sql.adaptive.skewJoin.enabled",
+        "spark.sql.autoBroadcastJoinThreshold",
+        "spark.sql.files.maxPartitionBytes",
+        "spark.sql.parquet.compression.codec",
+        "spark.executor.memory",
+        "spark.executor.memoryOverhead",
+        "spark.executor.cores",
+        "spark.executor.instances",
+        "spark.cores.max",
+        "spark.task.cpus",
+        "spark.memory.fraction",
+        "spark.memory.storageFraction",
+        "spark.dynamicAllocation.enabled",
+        "spark.dynamicAllocation.minExecutors",
+        "spark.dynamicAllocation.maxExecutors",
+        "spark.network.timeout",
+    }
+)
+# A run's Spark value: a number, size, duration, boolean or codec name; no spaces or options.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -146,8 +196,101 @@ def _from_env(name: str, default):
 
 
 def default_params() -> dict:
-    """Every param with the default this deployment gives it (settings default or env)."""
-    return {name: _from_env(name, spec.default) for name, spec in PARAMS.items()}
+    """Every param with the default this deployment gives it (settings default or env); a
+    secret-bearing deployment setting keeps its plain default (the UI shows defaults)."""
+    return {
+        name: spec.default if name in DEPLOYMENT_SECRET else _from_env(name, spec.default)
+        for name, spec in PARAMS.items()
+    }
+
+
+def run_spark_conf_keys() -> frozenset[str]:
+    """The Spark settings a run may change: ours plus the deployment's additions."""
+    extra = _from_env("run_spark_conf_keys", [])
+    if not isinstance(extra, list):
+        raise ConfigError(f"{ENV_PREFIX}RUN_SPARK_CONF_KEYS: expected a JSON list of keys")
+    return RUN_SPARK_CONF_KEYS | {str(k) for k in extra}
+
+
+def _check_run_spark_conf(conf) -> None:
+    if not isinstance(conf, dict):
+        return  # SparkSettings names the type error
+    allowed = run_spark_conf_keys()
+    refused = sorted(k for k in conf if k not in allowed)
+    if "spark.driver.memory" in refused:
+        raise ConfigError(
+            "spark_conf: spark.driver.memory is a launch-time setting: use the driver_memory param"
+        )
+    if refused:
+        raise ConfigError(
+            f"spark_conf: a run may only change {sorted(allowed)}; found {refused} (set other "
+            f"Spark settings for the deployment in {ENV_PREFIX}SPARK_CONF)"
+        )
+    bad = sorted(k for k, v in conf.items() if not _PLAIN_VALUE.fullmatch(str(v)))
+    if bad:
+        raise ConfigError(
+            f"spark_conf: expected plain values (numbers, sizes, durations, booleans: "
+            f"{_PLAIN_VALUE.pattern}) for {bad}"
+        )
+
+
+def deployment_roots() -> tuple[str, ...]:
+    """Where a run's paths may point: `GRU4REC_ROOTS` (JSON list), else the deployment's
+    lake, quality root and the directory of its raw delivery template."""
+    roots = _from_env("roots", [])
+    if not isinstance(roots, list) or not all(isinstance(r, str) and r for r in roots):
+        raise ConfigError(f"{ENV_PREFIX}ROOTS: expected a JSON list of paths or URIs")
+    if not roots:
+        lake = Lake.resolved(_from_env("lake", "") or default_root(), _from_env("quality_root", ""))
+        raw = lake.expand(_from_env("raw_input", raw_template()))
+        roots = [lake.root, lake.quality_root, _fixed_prefix(raw)]
+    return tuple(sorted({normalize_root(r) for r in roots}))
+
+
+def _fixed_prefix(template: str) -> str:
+    """The directory of a path template before its first `{...}` token (the path itself
+    when it has none): `/data/raw/dt={ds}` -> `/data/raw`."""
+    if "{" not in template:
+        return template
+    return template.split("{", 1)[0].rsplit("/", 1)[0] or "/"
+
+
+def under_roots(path: str, roots) -> bool:
+    """Whether `path` (local or URI) is one of `roots` or inside one; no `..` segments."""
+    if ".." in path.replace("\\", "/").split("/"):
+        return False
+    target = normalize_root(_fixed_prefix(path))
+    for root in roots:
+        if "://" in root or "://" in target:
+            if target == root or target.startswith(root.rstrip("/") + "/"):
+                return True
+        elif os.path.commonpath([root, target]) == root:
+            return True
+    return False
+
+
+def _check_paths(lake: Lake, raw_input: str) -> None:
+    roots = deployment_roots()
+    for name, path in (
+        ("lake", lake.root),
+        ("quality_root", lake.quality_root),
+        ("raw_input", raw_input),
+    ):
+        if not under_roots(path, roots):
+            raise ConfigError(
+                f"{name}: expected a path under the deployment's roots {list(roots)} "
+                f"({ENV_PREFIX}ROOTS), found {path!r}"
+            )
+
+
+def _check_deployment_only(params: dict, defaults: dict) -> None:
+    for name in DEPLOYMENT_ONLY:
+        value = params.get(name)
+        if value is not None and value != defaults[name]:
+            raise ConfigError(
+                f"{name}: set by the deployment ({ENV_PREFIX}{name.upper()}="
+                f"{defaults[name]!r}), not by a run; found {value!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -176,7 +319,10 @@ class Night:
         unknown = sorted(set(params) - set(PARAMS))
         if unknown:
             raise ConfigError(f"unknown params {unknown}: expected some of {sorted(PARAMS)}")
-        p = {**default_params(), **{k: v for k, v in params.items() if v is not None}}
+        defaults = default_params()
+        _check_deployment_only(params, defaults)
+        p = {**defaults, **{k: v for k, v in params.items() if v is not None}}
+        _check_run_spark_conf(p["spark_conf"])
         try:
             day = str(dt.date.fromisoformat(str(day)))
         except ValueError:
@@ -187,6 +333,7 @@ class Night:
             if spec.component in fields:
                 fields[spec.component][spec.field] = p[name]
         _check_mapping(p["source_preset"], p["column_mapping"])
+        _check_paths(lake, lake.expand(p["raw_input"]))
         return cls(
             day=day,
             lake=lake,

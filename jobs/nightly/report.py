@@ -100,7 +100,13 @@ def _data_section(state: dict) -> list[str]:
     if (ses := state["sessionize"]) is not None:
         counts += [
             ("sessions", ses.get("sessions_out")),
-            ("session events", ses.get("session_events_out")),
+            ("of them continued from the day before", ses.get("sessions_continued")),
+            (
+                "events in = session events + repeats removed + capped",
+                f"{ses.get('events_in')} = {ses.get('session_events_out')} + "
+                f"{ses.get('repeats_removed')} + {ses.get('capped_events')}"
+                + ("" if ses.get("balanced") else "  (DOES NOT BALANCE)"),
+            ),
         ]
     if (bd := state["build_datasets"]) is not None:
         for name, s in bd.get("splits", {}).items():

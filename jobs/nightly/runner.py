@@ -35,6 +35,19 @@ KILL_GRACE_S = 10.0  # between SIGTERM and SIGKILL: Spark and torch shut down cl
 OUR_ERROR = re.compile(r" ERROR (?:jobs|gru4rec)[\w.]*: ")
 
 
+# Spark's own redaction pattern (spark.redaction.regex) plus a few more credential words.
+SECRET_KEY = re.compile(r"(?i)secret|password|passwd|token|credential|access[._-]?key|auth")
+
+
+def redact(cmd: Sequence[str]) -> list[str]:
+    """The command with the value of every secret-looking KEY=VALUE setting hidden."""
+    out = []
+    for arg in cmd:
+        key, sep, _ = arg.partition("=")
+        out.append(f"{key}=***" if sep and SECRET_KEY.search(key) else arg)
+    return out
+
+
 class DataFailure(PipelineError):
     """Exit status 2: bad data or configuration. Retrying cannot help (a step that runs
     another step exits 2 in turn)."""
@@ -59,7 +72,7 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
     Raises DataFailure (exit 2) or InfraFailure (any other non-zero exit), with the step's
     last error lines in the message.
     """
-    echo("$ " + " ".join(cmd))
+    echo("$ " + " ".join(redact(cmd)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.nightly.reaper", str(KILL_GRACE_S), "--", *cmd],
         stdin=subprocess.PIPE,  # never written: its end-of-file tells the reaper we are gone

@@ -52,30 +52,66 @@ def raw_events_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[Dat
     return frame, counts
 
 
-def sessions_frame(spark: SparkSession, lake: Lake, day: dt.date) -> DataFrame:
-    """sessions/dt=D with `_ts_not_before_day`; `_starts_on_day`, `_session_length` and
-    `_seq_contiguous` on each session's first row (null on the others)."""
+def session_account(spark: SparkSession, lake: Lake, day: dt.date, n_sessions: int) -> dict:
+    """Sessionize's conservation account for `day`, checked against two independent counts:
+    the events partition's rows and the sessions partition's rows."""
+    fs = FS(spark)
+    path = Lake.summary(lake.sessions, day)
+    account = json.loads(fs.read_text(path)) if fs.exists(path) else {}
+    events = _read(spark, fs, lake.events_day(day))
+    n_events = events.count() if events is not None else 0
+    counts = {k: int(account.get(k, -1)) for k in C.SESSION_ACCOUNT}
+    named = counts["session_events_out"] + counts["repeats_removed"] + counts["capped_events"]
+    return {
+        **counts,
+        "events_partition_rows": n_events,
+        "sessions_partition_rows": n_sessions,
+        "balanced": bool(account)
+        and counts["events_in"] == named
+        and counts["events_in"] == n_events
+        and counts["session_events_out"] == n_sessions,
+    }
+
+
+def sessions_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[DataFrame, dict]:
+    """sessions/dt=D with `_ts_in_day` and `_account_balanced`; on each session's first row
+    of the day only (null on the others): `_session_length`, `_seq_contiguous` and, for a
+    session continuing from an earlier day, `_continues_previous_day`. Plus the account."""
     path = lake.sessions_day(day)
     fs = FS(spark)
     if not fs.exists(path):
         raise NoInputError(f"no sessions for {day}: expected {path} (run sessionize first)")
     s = spark.read.parquet(path)
+    account = session_account(spark, lake, day, s.count())
     per = Window.partitionBy("session_id")
-    first = F.col("seq") == 0
+    first = F.row_number().over(per.orderBy("seq", "ts")) == 1
     length = F.count(F.lit(1)).over(per)
-    return s.select(
+    continued = F.min("seq").over(per) > 0
+    previous_path = lake.sessions_day(day - dt.timedelta(days=1))
+    if fs.exists(previous_path):
+        earlier = spark.read.parquet(previous_path).select("session_id").distinct()
+        s = s.join(earlier.withColumn("_in_previous", F.lit(True)), "session_id", "left")
+        links = F.coalesce(F.col("_in_previous"), F.lit(False))
+    else:  # nothing to link to (a first day, or one left out by its gate): not judged
+        links = F.lit(None).cast("boolean")
+    start, end = midnight_utc(day), midnight_utc(day + dt.timedelta(days=1))
+    frame = s.select(
         "session_id",
         "user_id",
         "item_id",
         "ts",
         "seq",
-        (F.col("ts") >= F.lit(midnight_utc(day))).alias("_ts_not_before_day"),
-        F.when(first, F.to_date(F.min("ts").over(per)) == F.lit(day)).alias("_starts_on_day"),
+        ((F.col("ts") >= F.lit(start)) & (F.col("ts") < F.lit(end))).alias("_ts_in_day"),
+        F.lit(account["balanced"]).alias("_account_balanced"),
         F.when(first, length).alias("_session_length"),
         F.when(
-            first, (F.max("seq").over(per) == length - 1) & (F.min("ts").over(per) == F.col("ts"))
+            first,
+            (F.max("seq").over(per) - F.min("seq").over(per) == length - 1)
+            & (F.min("ts").over(per) == F.col("ts")),
         ).alias("_seq_contiguous"),
+        F.when(first & continued, links).alias("_continues_previous_day"),
     )
+    return frame, account
 
 
 def datasets_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[DataFrame, dict]:

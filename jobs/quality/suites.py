@@ -112,8 +112,9 @@ def raw_events_suite(t: QualityThresholds, previous_day_events: int | None = Non
 
 
 def sessions_suite(t: QualityThresholds):
-    """sessions/dt=D with `_ts_not_before_day` and, on each session's first row only (null
-    on the others, which GX skips), `_starts_on_day`, `_session_length`, `_seq_contiguous`."""
+    """sessions/dt=D with `_ts_in_day`, `_account_balanced` and, on each session's first row of
+    the day only (null on the others, which GX skips), `_session_length`, `_seq_contiguous`,
+    `_continues_previous_day`."""
     gxe = _gxe()
     return _suite(
         C.SUITE_SESSIONS,
@@ -138,19 +139,26 @@ def sessions_suite(t: QualityThresholds):
                 column="seq", min_value=0, notes="Positions are 0-based."
             ),
             _true(
-                "_starts_on_day",
-                "A session belongs to the day it starts: sessions/dt=D holds sessions whose "
-                "first event is on D (a session spanning midnight is not cut in two).",
+                "_ts_in_day",
+                "sessions/dt=D holds the session events that happened on D: a session "
+                "spanning midnight has its events in both days under one session_id.",
             ),
             _true(
-                "_ts_not_before_day",
-                "No event of a dt=D session is before D: the lookback must only link, never "
-                "add, earlier events.",
+                "_account_balanced",
+                "Conservation: the events of D = its session events + repeats removed + "
+                "capped bot events, and both sides match the partitions' real row counts "
+                "(sessionize's account, in the result's `account`).",
+            ),
+            _true(
+                "_continues_previous_day",
+                "A session without its first event on D continues one of D-1's sessions "
+                "(same session_id; judged when D-1 has sessions).",
             ),
             gxe.ExpectColumnValuesToBeInSet(
                 column="_seq_contiguous",
                 value_set=[True],
-                notes="Positions run 0..n-1 in time order within each session.",
+                notes="Positions run on without holes, in time order, within each session's day "
+                "(0..n-1 for a session starting on D).",
             ),
             gxe.ExpectColumnValuesToBeBetween(
                 column="_session_length",

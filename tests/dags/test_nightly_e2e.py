@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.common.lake import Lake
-from jobs.dev.embedded import airflow_env, dags_test, prepare
+from jobs.dev.embedded import airflow_env, dags_test, prepare, quick_jvm
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,7 @@ CONF = {
     "window_days": 3,
     "test_days": 1,
     "epochs": 1,
-    "spark_conf": {
-        "spark.sql.shuffle.partitions": "2",
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-    },
+    "spark_conf": {"spark.sql.shuffle.partitions": "2"},
 }
 D1, D2, D3 = "2014-04-06", "2014-04-07", "2014-04-08"
 SCHEMA = {
@@ -93,7 +90,7 @@ def nightly(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("nightly")
     lake = root / "lake"
     clicks = _deliveries(shared_data, lake / "raw")
-    env = airflow_env(root / "airflow", lake)
+    env = airflow_env(root / "airflow", lake, quick_jvm())
     log = root / "airflow.log"
     prepare(env, log)
     state: dict = {"root": root, "lake": lake, "clicks": clicks, "log": log}

@@ -124,3 +124,31 @@ def test_chunked_input_gives_the_same_table(setup, tmp_path):
     whole = pd.read_parquet(out / PART)
     chunked = pd.read_parquet(tmp_path / "chunked" / PART)
     pd.testing.assert_frame_equal(whole, chunked)
+
+
+def test_a_session_continuing_from_the_day_before_is_scored_after_all_its_events(setup, tmp_path):
+    """A session spanning midnight has its events in two days' partitions; with the earlier
+    day as context it is scored as one session, as if it had not been cut."""
+    path, model, item_map, sessions, out = setup
+    before = write_sessions(tmp_path / "before", [("s2", "u1", "it9", 1), ("s2", "u1", "it4", 2),
+                                                  ("s9", "u9", "it1", 3)])  # fmt: skip
+    today = pd.DataFrame(
+        [("s2", "u1", "it3", 10, 2), ("s2", "u1", "it7", 12, 3), ("s1", "u2", "it5", 5, 0)],
+        columns=["session_id", "user_id", "item_id", "t", "seq"],
+    )
+    today["ts"] = pd.to_datetime(today.pop("t"), unit="s", utc=True)
+    (tmp_path / "today").mkdir()
+    pq.write_table(pa.Table.from_pandas(today, preserve_index=False),
+                   tmp_path / "today" / "part-0.parquet")  # fmt: skip
+    summary = score_sessions(path, tmp_path / "today", out, context_path=before)
+    df = pd.read_parquet(out / PART)
+    assert sorted(set(df.session_id)) == ["s1", "s2"]  # only today's sessions are scored
+    s2 = df[df.session_id == "s2"]
+    assert s2.item_id.tolist() == [f"it{i}" for i in expected_top(model, [9, 4, 3, 7], 20)[0]]
+    assert s2.item_id.tolist() != [f"it{i}" for i in expected_top(model, [3, 7], 20)[0]]
+    assert summary["sessions"] == 2 and summary["context_path"] == str(before)
+    # without context, only today's part of it is seen
+    score_sessions(path, tmp_path / "today", tmp_path / "alone")
+    alone = pd.read_parquet(tmp_path / "alone" / PART)
+    s2 = alone[alone.session_id == "s2"]
+    assert s2.item_id.tolist() == [f"it{i}" for i in expected_top(model, [3, 7], 20)[0]]

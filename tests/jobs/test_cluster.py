@@ -129,6 +129,9 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(
     lake = tmp_path / "lake"
     src = shared_data / "taobao_sample" / "UserBehavior.csv"
     monkeypatch.setenv("SPARK_SUBMIT", str(cluster["home"] / "bin" / "spark-submit"))
+    # the master and the driver's address are the deployment's (run conf cannot set them)
+    monkeypatch.setenv("GRU4REC_SPARK_MASTER", cluster["url"])
+    monkeypatch.setenv("GRU4REC_SPARK_CONF", '{"spark.driver.host": "127.0.0.1"}')
     night = Night.from_params(
         {
             "lake": str(lake),
@@ -137,12 +140,7 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(
             # 815 users' histories over 55k items: on the test day only ~5% of the events
             # are items train has seen (at full scale far more); relax that gate here.
             "quality_thresholds": {"min_test_coverage": 0.01},
-            "spark_master": cluster["url"],
-            "spark_conf": {
-                "spark.executor.memory": "1g",
-                "spark.driver.host": "127.0.0.1",
-                "spark.sql.shuffle.partitions": "4",
-            },
+            "spark_conf": {"spark.executor.memory": "1g", "spark.sql.shuffle.partitions": "4"},
         },
         "2017-12-03",
     )

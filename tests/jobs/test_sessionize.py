@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
+from pathlib import Path
 
 from pyspark.sql import functions as F
 
@@ -125,26 +127,65 @@ def _write_events(spark, lake, rows):
     df.write.mode("overwrite").partitionBy("dt").parquet(lake.events)
 
 
-def test_session_spanning_midnight_over_two_nightly_runs(spark, tmp_path):
+def test_session_spanning_midnight_keeps_every_event_and_one_id_over_two_nightly_runs(
+    spark, tmp_path
+):
+    """The tail of a session crossing midnight used to be dropped by the second night,
+    uncounted: both days together held 2 of its 4 events."""
     lake = Lake(str(tmp_path / "lake"))
-    # T0 is 12:00 on 03-01. u: 23:50 -> 00:10 -> 00:25 (one session from 03-01);
+    # T0 is 12:00 on 03-01. u: 23:50, 23:55 -> 00:05, 00:10 (one session of 4 events);
     # v starts fresh at 00:40 on 03-02.
-    rows = [("u", "a", 42600), ("u", "b", 43800), ("u", "c", 44700), ("v", "d", 45600)]
+    rows = [("u", "a", 42600), ("u", "b", 42900), ("u", "c", 43500), ("u", "d", 43800)]
+    rows.append(("v", "e", 45600))
     _write_events(spark, lake, rows)
     day1, day2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
     run_sessionize(spark, lake, day1)
-    run_sessionize(spark, lake, day2)
+    summary = run_sessionize(spark, lake, day2)
     s = spark.read.parquet(lake.sessions)
-    d1 = s.filter(F.col("dt") == F.lit(day1)).collect()
-    d2 = s.filter(F.col("dt") == F.lit(day2)).collect()
-    assert [(r.user_id, r.item_id) for r in d1] == [("u", "a")]  # its start day holds only 'a'
-    # The 03-02 run sees u's events after midnight as the continuation of a 03-01 session:
-    # no second, phantom session for u; only v's session belongs to 03-02.
-    assert [(r.user_id, r.item_id, r.seq) for r in d2] == [("v", "d", 0)]
+    d1 = [(r.user_id, r.item_id, r.seq) for r in s.filter(F.col("dt") == F.lit(day1)).collect()]
+    d2 = sorted(
+        (r.user_id, r.item_id, r.seq) for r in s.filter(F.col("dt") == F.lit(day2)).collect()
+    )
+    assert sorted(d1) == [("u", "a", 0), ("u", "b", 1)]
+    assert d2 == [("u", "c", 2), ("u", "d", 3), ("v", "e", 0)]  # seq counts on past midnight
+    u_ids = {r.session_id for r in s.filter(F.col("user_id") == "u").collect()}
+    assert len(u_ids) == 1  # one session, one id, in both partitions
+    day2_account = summary["days"][str(day2)]
+    assert (summary["events_in"], summary["session_events_out"]) == (3, 3)
+    assert (day2_account["sessions_continued"], day2_account["sessions_started"]) == (1, 1)
+    assert summary["balanced"]
     # Without the lookback, u's after-midnight events would wrongly open a session on 03-02.
     run_sessionize(spark, lake, day2, SessionizeSettings(lookback_days=0))
     d2_nolookback = spark.read.parquet(lake.sessions_day(day2)).collect()
-    assert sorted(r.user_id for r in d2_nolookback) == ["u", "u", "v"]
+    assert {r.session_id for r in d2_nolookback if r.user_id == "u"} != u_ids
+
+
+def test_every_summary_balances_events_in_against_named_removals(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    day1, day2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    # u repeats 'a' across midnight (a repeat removed on day 2), bot is heavy on day 1 only
+    rows = [("u", "a", 43000), ("u", "a", 43300), ("u", "b", 43400), ("u", "b", 43500)]
+    rows += [("bot", f"x{i}", i) for i in range(4)] + [("bot", "y", 86400 + 7200)]
+    _write_events(spark, lake, rows)
+    cap = SessionizeSettings(max_events_per_user_day=3)
+    s1 = run_sessionize(spark, lake, day1, cap)
+    s2 = run_sessionize(spark, lake, day2, cap)
+    a1, a2 = s1["days"][str(day1)], s2["days"][str(day2)]
+    # day 1: u 'a' (1 event), bot's 4 events capped
+    assert (a1["events_in"], a1["session_events_out"], a1["capped_events"]) == (5, 1, 4)
+    # day 2: u's 'a' is a repeat, 'b' 'b' -> 'b'; the bot is below the cap on day 2: kept
+    assert (a2["events_in"], a2["session_events_out"], a2["repeats_removed"]) == (4, 2, 2)
+    assert a2["capped_events"] == 0
+    for a in (a1, a2):
+        assert a["events_in"] == a["session_events_out"] + a["repeats_removed"] + a["capped_events"]
+        assert a["balanced"]
+    kept = spark.read.parquet(lake.sessions_day(day2)).collect()
+    assert sorted((r.user_id, r.item_id, r.seq) for r in kept) == [
+        ("bot", "y", 0), ("u", "b", 1)
+    ]  # fmt: skip
+    # each day's account is written beside the sessions, for the sessions suite
+    written = json.loads(Path(Lake.summary(lake.sessions, day2)).read_text())
+    assert {k: written[k] for k in a2} == a2
 
 
 def test_rerun_is_identical_and_leaves_other_days_untouched(spark, tmp_path):
@@ -161,22 +202,50 @@ def test_rerun_is_identical_and_leaves_other_days_untouched(spark, tmp_path):
     assert {r.dt for r in after} == {day1, day2}
 
 
-def test_range_run_equals_day_by_day_runs(spark, tmp_path):
-    rng = random.Random(5)
-    rows = [
-        (f"u{rng.randint(0, 30)}", f"i{rng.randint(0, 9)}", rng.randint(0, 3 * 86400))
-        for _ in range(400)
-    ]
+def _crossing_rows(rng, n_users=40, days=4):
+    """Random clicks with many sessions crossing midnight, immediate repeats across it and a
+    user who is a bot (above the cap) on one day only."""
+    rows = []
+    for u in range(n_users):
+        for d in range(days - 1):  # start shortly before each midnight inside the days
+            t = d * 86400 + 43200 - rng.randint(0, 3000)  # T0 is noon
+            for _ in range(rng.randint(1, 8)):
+                item = rows[-1][1] if rows and rng.random() < 0.2 else f"i{rng.randint(0, 9)}"
+                rows.append((f"u{u}", item, t))
+                t += rng.choice([0, 60, 600, 1700, 1800, 1801, 4000])
+    rows += [("bot", f"i{k % 10}", 86400 + k) for k in range(30)]  # heavy on 03-02 only
+    rows += [("bot", "i1", 2 * 86400 + 600), ("bot", "i2", 2 * 86400 + 700)]
+    return rows
+
+
+def test_range_run_equals_day_by_day_runs_on_sessions_crossing_midnight(spark, tmp_path):
+    rows = _crossing_rows(random.Random(5))
     a, b = Lake(str(tmp_path / "a")), Lake(str(tmp_path / "b"))
     _write_events(spark, a, rows)
     _write_events(spark, b, rows)
     days = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(4)]
-    for d in days:
-        run_sessionize(spark, a, d)
-    summary = run_sessionize(spark, b, days[0], last_day=days[-1])
+    cap = SessionizeSettings(max_events_per_user_day=20)
+    daily = [run_sessionize(spark, a, d, cap) for d in days]
+    summary = run_sessionize(spark, b, days[0], cap, last_day=days[-1])
     ra = sorted(spark.read.parquet(a.sessions).collect())
     rb = sorted(spark.read.parquet(b.sessions).collect())
     assert ra == rb and len(ra) == summary["session_events_out"] > 300
+    # the cases this test names really occur
+    spans = (
+        spark.read.parquet(a.sessions)
+        .groupBy("session_id")
+        .agg(F.countDistinct("dt").alias("days"))
+    )
+    assert spans.filter(F.col("days") > 1).count() >= 20  # sessions crossing midnight
+    assert summary["repeats_removed"] > 0 and summary["capped_events"] == 30
+    assert sum(s["sessions_continued"] for s in daily) == summary["sessions_continued"] >= 20
+    # nothing lost: every event of the days is in a session or a named removal
+    assert summary["events_in"] == len(rows) == sum(s["events_in"] for s in daily)
+    assert summary["events_in"] == (
+        summary["session_events_out"] + summary["repeats_removed"] + summary["capped_events"]
+    )
+    for d in days:
+        assert summary["days"][str(d)] == daily[days.index(d)]["days"][str(d)]
 
 
 def test_catch_up_never_sessionizes_a_day_whose_raw_gate_failed_unless_accepted(spark, tmp_path):

@@ -21,16 +21,17 @@ def _arg(cmd, flag):
     return cmd[cmd.index(flag) + 1]
 
 
-def test_commands_follow_the_params(tmp_path):
+def test_commands_follow_the_params(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRU4REC_SPARK_MASTER", "spark://h:7077")  # the deployment's
     night = Night.from_params(
-        {"lake": str(tmp_path), "spark_master": "spark://h:7077", "spark_conf": {"a.b": "1"},
+        {"lake": str(tmp_path), "spark_conf": {"spark.sql.shuffle.partitions": "3"},
          "column_mapping": {"user_col": "visitor"}, "source_preset": "", "epochs": 3,
          "device": "cuda", "driver_memory": "6g"},
         DAY,
     )  # fmt: skip
     ingest = commands.ingest(night, "/tmp/m.json")
     assert ingest[1:5] == ["--master", "spark://h:7077", "--driver-memory", "6g"]
-    assert "--conf" in ingest and "a.b=1" in ingest
+    assert "--conf" in ingest and "spark.sql.shuffle.partitions=3" in ingest
     assert _arg(ingest, "--input") == f"{tmp_path}/raw/dt={{ds}}"
     assert _arg(ingest, "--mapping") == "/tmp/m.json" and "--preset" not in ingest
     assert _arg(ingest, "--catch-up-days") == "30"
@@ -70,7 +71,7 @@ def test_k_sets_the_scoring_the_cutoffs_and_the_gate():
     assert "10" in _arg(commands.train(night, "m"), "--cutoffs").split(",")
 
 
-def test_the_driver_gets_the_heap_the_params_ask_for(tmp_path):
+def test_the_driver_gets_the_heap_the_params_ask_for(tmp_path, monkeypatch):
     """On the DAG path (spark-submit built by the command builder) the running driver reports
     the requested spark.driver.memory and a heap above the 1 GiB default."""
     import pandas as pd
@@ -85,9 +86,15 @@ def test_the_driver_gets_the_heap_the_params_ask_for(tmp_path):
         {"session_id": "s1", "user_id": "u", "item_id": ["a", "b"], "ts": ts, "seq": [0, 1]}
     )
     frame.to_parquet(train / "part-0.parquet", index=False, coerce_timestamps="us")
-    night = Night.from_params(
-        {"lake": lake.root, "driver_memory": "1536m", "spark_master": "local[1]"}, DAY
+    # the deployment's Spark settings reach the job through the properties file, over the
+    # jobs' own defaults (zstd), with its secrets never on the command line or in the log
+    monkeypatch.setenv("GRU4REC_SPARK_MASTER", "local[1]")
+    monkeypatch.setenv("GRU4REC_PRIVATE_DIR", str(tmp_path / "private"))
+    monkeypatch.setenv(
+        "GRU4REC_SPARK_CONF",
+        '{"spark.sql.parquet.compression.codec": "snappy", "spark.hadoop.x.secret": "S3CR3T"}',
     )
+    night = Night.from_params({"lake": lake.root, "driver_memory": "1536m"}, DAY)
     lines: list[str] = []
     cmd = commands.popularity(night)
     run(cmd, step_env("local[1]"), echo=lines.append)
@@ -96,6 +103,11 @@ def test_the_driver_gets_the_heap_the_params_ask_for(tmp_path):
     assert int(heap[0].split("max heap ")[1].split()[0]) > 1100  # MiB; the default gives ~434
     pop = pd.read_parquet(lake.popularity(DAY))
     assert pop.alpha.tolist() == [0.5, 0.5]  # the table records its own alpha
+    import pyarrow.parquet as pq
+
+    part = next(Path(lake.popularity(DAY)).glob("*.parquet"))
+    assert pq.ParquetFile(part).metadata.row_group(0).column(0).compression == "SNAPPY"
+    assert not [ln for ln in lines if "S3CR3T" in ln]
 
 
 def test_exit_status_2_is_a_data_failure_anything_else_retries():

@@ -61,34 +61,84 @@ def test_raw_events_suite_catches_quarantine_surge_and_text_nulls(spark, tmp_pat
         raise_if_failed(bad)
 
 
+def _sessionized(spark, lake, rows, day=DAY):
+    """events/dt=day from (user, item, ts) rows, sessionized for real (with its account)."""
+    from jobs.sessionize import run_sessionize
+
+    events = [(u, i, ts, None, None) for u, i, ts in rows]
+    by_day: dict = {}
+    for r in events:
+        by_day.setdefault(r[2].date(), []).append(r)
+    for d, part in by_day.items():
+        _write(spark, part, C.EVENTS.ddl, lake.events_day(d))
+    for d in sorted(by_day):
+        run_sessionize(spark, lake, d)
+    return spark.read.parquet(lake.sessions_day(day)).collect()
+
+
+def _sessions_result(spark, lake, store, day=DAY):
+    frame, account = sessions_frame(spark, lake, day)
+    return store.validate(suites.sessions_suite(QualityThresholds()), frame, "spark"), account
+
+
 def test_sessions_suite_catches_broken_ids_positions_and_single_event_days(spark, tmp_path, store):
     lake = Lake(str(tmp_path / "lake"))
-    schema = "session_id string, user_id string, item_id string, ts timestamp, seq int"
-    good = []
-    for s in range(10):
-        sid = f"{s:024x}"
-        good += [(sid, f"u{s}", f"i{j}", T + dt.timedelta(minutes=j), j) for j in range(3)]
-    _write(spark, good, schema, lake.sessions_day(DAY))
-    ok = store.validate(
-        suites.sessions_suite(QualityThresholds()), sessions_frame(spark, lake, DAY), "spark"
-    )
+    rows = [(f"u{s}", f"i{j}", T + dt.timedelta(minutes=j)) for s in range(10) for j in range(3)]
+    good = [tuple(r[c] for c in C.SESSIONS.columns) for r in _sessionized(spark, lake, rows)]
+    ok, account = _sessions_result(spark, lake, store)
     assert ok["success"], ok["failed"]
+    assert account["balanced"] and account["events_in"] == 30
 
     bad = [r for r in good if r[4] != 1]  # a hole in every session's positions
     bad[0] = ("NOT-A-HASH", *bad[0][1:])
-    _write(spark, bad, schema, lake.sessions_day(DAY))
-    res = store.validate(
-        suites.sessions_suite(QualityThresholds()), sessions_frame(spark, lake, DAY), "spark"
-    )
+    _write(spark, bad, C.SESSIONS.ddl, lake.sessions_day(DAY))
+    res, _ = _sessions_result(spark, lake, store)
     failed = " ".join(res["failed"])
     assert "match_regex(session_id)" in failed and "_seq_contiguous" in failed
+    assert "_account_balanced" in failed  # 10 events went missing from the partition
 
-    singles = [(f"{s:024x}", f"u{s}", "i1", T, 0) for s in range(30)]
-    _write(spark, singles, schema, lake.sessions_day(DAY))
-    res = store.validate(
-        suites.sessions_suite(QualityThresholds()), sessions_frame(spark, lake, DAY), "spark"
-    )
+    lake2 = Lake(str(tmp_path / "singles"))
+    _sessionized(spark, lake2, [(f"u{s}", "i1", T) for s in range(30)])
+    res, _ = _sessions_result(spark, lake2, store)
     assert [f for f in res["failed"] if "_session_length" in f], res["failed"]
+    assert not [f for f in res["failed"] if "_account_balanced" in f]
+
+
+def test_sessions_suite_fails_when_the_conservation_account_does_not_balance(
+    spark, tmp_path, store
+):
+    lake = Lake(str(tmp_path / "lake"))
+    rows = [(f"u{s}", f"i{j}", T + dt.timedelta(minutes=j)) for s in range(10) for j in range(3)]
+    kept = _sessionized(spark, lake, rows)
+    lost = [tuple(r[c] for c in C.SESSIONS.columns) for r in kept if r.user_id != "u0"]
+    _write(spark, lost, C.SESSIONS.ddl, lake.sessions_day(DAY))  # one whole session lost
+    res, account = _sessions_result(spark, lake, store)
+    assert [f for f in res["failed"] if "_account_balanced" in f] == res["failed"] != []
+    assert (account["sessions_partition_rows"], account["session_events_out"]) == (27, 30)
+    # without an account (sessionize's summary missing), the day does not pass either
+    Path(Lake.summary(lake.sessions, DAY)).unlink()
+    _write(spark, [tuple(r[c] for c in C.SESSIONS.columns) for r in kept], C.SESSIONS.ddl,
+           lake.sessions_day(DAY))  # fmt: skip
+    res, account = _sessions_result(spark, lake, store)
+    assert not account["balanced"] and "_account_balanced" in " ".join(res["failed"])
+
+
+def test_sessions_suite_checks_a_continued_session_links_to_the_day_before(spark, tmp_path, store):
+    lake = Lake(str(tmp_path / "lake"))
+    midnight = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    rows = [("u", "a", midnight - dt.timedelta(minutes=5)), ("u", "b", midnight)]
+    rows += [("u", "c", midnight + dt.timedelta(minutes=5))]
+    rows += [(f"v{s}", f"i{j}", T + dt.timedelta(minutes=j)) for s in range(5) for j in range(3)]
+    kept = _sessionized(spark, lake, rows)
+    assert sorted(r.seq for r in kept if r.user_id == "u") == [1, 2]  # continued
+    ok, _ = _sessions_result(spark, lake, store)
+    assert ok["success"], ok["failed"]
+    # the day before loses the session that D continues: D's continuation links to nothing
+    previous = lake.sessions_day(DAY - dt.timedelta(days=1))
+    _write(spark, [("0" * 24, "w", "z", midnight - dt.timedelta(hours=3), 0)], C.SESSIONS.ddl,
+           previous)  # fmt: skip
+    res, _ = _sessions_result(spark, lake, store)
+    assert [f for f in res["failed"] if "_continues_previous_day" in f], res["failed"]
 
 
 def test_item_index_suite_catches_a_cdf_that_does_not_sum_to_one(spark, tmp_path, store):
