@@ -57,8 +57,9 @@ each of D's sessions' top-k next-item recommendations to `recommendations/dt=D/`
 | validate_recommendations | GX suite `recommendations` on the staged table | **fails fast** |
 | publish | atomic swap of `recommendations/dt=D` | retried |
 
-*Fails fast*: a data-quality failure fails the task without retries, names the failing
-expectations in the log and stops the run before anything is published; the previous
+*Fails fast*: a data-quality failure fails the task without retries (a gate's infrastructure
+failure, such as a crashed JVM or a window day another run is writing, is retried), names the
+failing expectations in the log and stops the run before anything is published; the previous
 recommendations stay as they were. Reports: `quality/dt=D/report.html` (run report) and
 `quality/dt=D/data_docs/index.html` (Great Expectations Data Docs).
 
@@ -190,7 +191,9 @@ def gru4rec_nightly():
             if mapping:
                 os.unlink(mapping)
 
-    @task(retries=0, pool=SPARK_POOL)
+    # A gate retries only what retrying can fix (a crashed JVM, a window day another run is
+    # writing: exit 75): a failed expectation raises AirflowFailException, never retried.
+    @task(pool=SPARK_POOL)
     def validate_raw(**context):
         _gate(_night(context), "raw_events")
 
@@ -198,7 +201,7 @@ def gru4rec_nightly():
     def sessionize(**context):
         _run(commands.sessionize(_night(context)))
 
-    @task(retries=0, pool=SPARK_POOL, outlets=[SESSIONS])
+    @task(pool=SPARK_POOL, outlets=[SESSIONS])
     def validate_sessions(**context):
         night = _night(context)
         _gate(night, "sessions")
@@ -214,7 +217,7 @@ def gru4rec_nightly():
     def popularity(**context):
         _run(commands.popularity(_night(context)))
 
-    @task(retries=0, pool=SPARK_POOL)
+    @task(pool=SPARK_POOL)
     def validate_datasets(**context):
         _gate(_night(context), "datasets")
 
@@ -258,7 +261,7 @@ def gru4rec_nightly():
         _run(commands.score(night, model, staged))
         return staged
 
-    @task(retries=0)
+    @task
     def validate_recommendations(staged: str, **context):
         _run(commands.validate_recommendations(_night(context), staged))
         return staged

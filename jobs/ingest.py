@@ -8,13 +8,23 @@ Quarantine (`quarantine/dt=D/`): reason, raw (the source row as JSON), user_id, 
 A run owns a date range [start, end]: it replaces exactly those dates' partitions. Rejected rows
 are filed under their own event date when it is known and inside the range, otherwise under the
 range's last date, so every rejected row lands in exactly one partition of this run.
+
+Every ingested date gets a delivery record (`events/_summaries/<date>.delivery.json`): the
+input, its fingerprint (files, sizes, modification times) and a fresh `ingest_id`. With a
+per-day input (`{ds}`), a later night compares each window day's delivery with its record:
+a day whose delivery changed (a re-delivery) is ingested again, and re-ingesting a day
+supersedes its quality verdicts, so the next validation judges the new data and a day a gate
+refused comes back once its re-delivery passes. Sessionize sees the new `ingest_id` and
+sessionizes the day (and the days whose lookback read it) again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,9 +38,11 @@ from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.errors import NoInputError, SchemaError
 from jobs.common.fs import FS, publish_partitions, staging, write_summary
 from jobs.common.lake import DATE_TOKEN, DT, Lake
+from jobs.common.localfs import write_json_atomic
 from jobs.common.locks import hold_dates
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before, midnight_utc, utc
+from jobs.quality.verdicts import GATED, supersede
 from jobs.sources import (
     PRESETS,
     SourceMapping,
@@ -81,7 +93,10 @@ def read_raw(spark: SparkSession, path: str, mapping: SourceMapping) -> DataFram
     except AnalysisException as exc:
         if "PATH_NOT_FOUND" in str(exc) or "Path does not exist" in str(exc):
             raise NoInputError(f"input not found: {path}") from None
-        raise
+        raise SchemaError(
+            f"input {path}: expected {mapping.format} the mapping can read, found: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
 
 
 def check_columns(raw_df: DataFrame, mapping: SourceMapping) -> None:
@@ -279,10 +294,13 @@ def run_ingest(
     mapping: SourceMapping,
     start: dt.date | None = None,
     end: dt.date | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Ingest `input_path` for dates [start, end] (default: every date found); return a summary."""
+    """Ingest `input_path` for dates [start, end] (default: every date found); return a summary
+    (with `extra` merged in)."""
     t0 = time.monotonic()
     fs = FS(spark)
+    fingerprint = fs.fingerprint(input_path)  # before reading: a later change counts as new
     raw_df = read_raw(spark, input_path, mapping)
     window = resolve_window(mapping, start, end)
     # One pass over the raw input: every row, tagged, to a staging Parquet. Counting and the
@@ -307,7 +325,8 @@ def run_ingest(
         valid_events(tagged).write.partitionBy(DT).parquet(events_stage)
         log.info("wrote events: %.1f s", time.monotonic() - t0)
         quarantined(tagged, window, dates[-1]).write.partitionBy(DT).parquet(quarantine_stage)
-        events_out = spark.read.parquet(events_stage).count()
+        # every row rejected: the stage holds no Parquet file to read back
+        events_out = spark.read.parquet(events_stage).count() if fs.list_dirs(events_stage) else 0
         publish_partitions(fs, events_stage, lake.events, DT, dates)
         # A rejected row dated outside the run's dates (a whole-file run's dates are its valid
         # events' span) is written too: its partition is published where produced, and no
@@ -322,10 +341,69 @@ def run_ingest(
         "window": [str(window.start), str(window.end)],
         **_counts_summary(counts, events_out),
         "seconds": round(time.monotonic() - t0, 2),
+        **(extra or {}),
     }
     key = dates[0] if len(dates) == 1 else f"{dates[0]}_{dates[-1]}"
     write_summary(fs, lake.events, key, summary)
+    record_delivery(fs, lake, dates, input_path, fingerprint)
     return summary
+
+
+def record_delivery(fs: FS, lake: Lake, dates: list[str], input_path: str, fingerprint: dict):
+    """Each date's delivery record; the data of these dates is new, so their verdicts end."""
+    ingest_id = uuid.uuid4().hex
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for d in dates:
+        supersede(lake, d, GATED, f"re-ingested from {input_path}")
+        record = {
+            "date": d,
+            "input": input_path,
+            "fingerprint": fingerprint,
+            "ingest_id": ingest_id,
+            "ingested_at": stamp,
+        }
+        fs.write_text(lake.delivery_record(d), json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def refuse_delivery(fs: FS, lake: Lake, day, input_path: str, exc: Exception) -> str:
+    """A caught-up day whose delivery could not be ingested (empty, unreadable, columns
+    missing): its raw gate fails with the reason, so every later night leaves it out until it
+    is re-delivered (its fingerprint is recorded: the same delivery is not retried) or
+    accepted. Whatever was ingested before stays as it was. Returns the reason."""
+    reason = f"the delivery {input_path} could not be ingested: {str(exc).splitlines()[0]}"
+    log.error("%s: %s", day, reason)
+    previous = read_delivery(fs, lake, day) or {}
+    supersede(lake, day, GATED, "its re-delivery could not be ingested")
+    verdict = {
+        "suite": C.SUITE_RAW_EVENTS,
+        "success": False,
+        "failed": [reason],
+        "statistics": {"evaluated_expectations": 0, "successful_expectations": 0},
+        "date": str(day),
+    }
+    write_json_atomic(lake.suite_result(day, C.SUITE_RAW_EVENTS), verdict)
+    record = {
+        "date": str(day),
+        "input": input_path,
+        "fingerprint": fs.fingerprint(input_path),
+        "ingest_id": previous.get("ingest_id"),  # the events on disk are still those
+        "refused": reason,
+        "refused_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    fs.write_text(lake.delivery_record(day), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return reason
+
+
+def read_delivery(fs: FS, lake: Lake, day) -> dict | None:
+    """`day`'s delivery record, or None (never ingested, or ingested before records existed)."""
+    path = lake.delivery_record(day)
+    if not fs.exists(path):
+        return None
+    try:
+        return json.loads(fs.read_text(path))
+    except ValueError:
+        log.warning("unreadable delivery record %s: treated as absent", path)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,7 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=0,
         help="with a '{ds}' input: also ingest each of the N-1 days before --date that was "
-        "never ingested and has a delivery (a first run fills its training window)",
+        "never ingested and has a delivery (a first run fills its training window), or whose "
+        "delivery changed since it was ingested (a re-delivery)",
+    )
+    parser.add_argument(
+        "--quality-root",
+        help="where quality/dt=D is (its verdicts end when a day is re-ingested); "
+        "default <lake>/quality",
     )
     add_mapping_arguments(parser)
     args = parser.parse_args(argv)
@@ -356,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.date and (args.start or args.end):
         parser.error("give --date or --start/--end, not both")
     mapping = mapping_from_args(args)
-    lake = Lake(args.lake)
+    lake = Lake(args.lake, args.quality_root or "")
     first, last = args.date or args.start, args.date or args.end
     days = _dates(first, last) if first and last else []  # a whole-file range: not locked
     with hold_dates(lake, days):  # one writer per date
@@ -370,9 +454,23 @@ def _main(args, lake: Lake, mapping: SourceMapping, parser) -> int:
         return 0
     if not args.date:
         parser.error(f"an --input with {DATE_TOKEN} needs --date")
-    days = catch_up_days(FS(spark), lake, args.input, args.date, args.catch_up_days)
-    for day in [*days, args.date]:
-        run_ingest(spark, delivery(args.input, day), lake, mapping, day, day)
+    fs = FS(spark)
+    days = catch_up_days(fs, lake, args.input, args.date, args.catch_up_days)
+    redelivered = [str(d) for d in days if read_delivery(fs, lake, d) is not None]
+    refused = {}
+    with hold_dates(lake, days, keep=False):  # the caught-up days: one writer each, too
+        for day in days:
+            try:
+                run_ingest(spark, delivery(args.input, day), lake, mapping, day, day)
+            except (NoInputError, SchemaError) as exc:
+                # An old day's bad delivery must not stop tonight: its raw gate fails instead.
+                refused[str(day)] = refuse_delivery(fs, lake, day, delivery(args.input, day), exc)
+    extra = {
+        "caught_up_days": [str(d) for d in days],
+        "redelivered_days": redelivered,
+        "refused_deliveries": refused,
+    }
+    run_ingest(spark, delivery(args.input, args.date), lake, mapping, args.date, args.date, extra)
     return 0
 
 
@@ -382,16 +480,29 @@ def delivery(template: str, day: dt.date) -> str:
 
 
 def catch_up_days(fs: FS, lake: Lake, template: str, day: dt.date, n: int) -> list[dt.date]:
-    """Days of the n-day window before `day` never ingested (no events and no quarantine
-    partition) whose delivery exists, oldest first."""
-    out = []
+    """Days of the n-day window before `day` to ingest, oldest first: those never ingested (no
+    record, events or quarantine partition) whose delivery exists, and those whose delivery is not
+    the one their record says was ingested (re-delivered). A day without a record (ingested
+    by an older version, or killed before its record was written) is ingested once more."""
+    new, redelivered = [], []
     for d in days_before(day, n):
+        path = delivery(template, d)
+        if not fs.matches(path):
+            continue
+        record = read_delivery(fs, lake, d)
         done = fs.exists(lake.events_day(d)) or fs.exists(lake.quarantine_day(d))
-        if not done and fs.exists(delivery(template, d)):
-            out.append(d)
-    if out:
-        log.info("catching up %d never-ingested days: %s", len(out), ", ".join(map(str, out)))
-    return out
+        if record is None and not done:
+            new.append(d)
+        elif record is None or record.get("fingerprint") != fs.fingerprint(path):
+            redelivered.append(d)
+    if new:
+        log.info("catching up %d never-ingested days: %s", len(new), ", ".join(map(str, new)))
+    if redelivered:
+        log.info(
+            "ingesting again %d days whose delivery changed since it was ingested (or that "
+            "have no delivery record): %s", len(redelivered), ", ".join(map(str, redelivered)),
+        )  # fmt: skip
+    return sorted(new + redelivered)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,20 @@ days: a session active without a gap for longer than that is counted in the summ
 
 Every summary carries a conservation account per day, checked by the sessions suite:
     events_in = session_events_out + repeats_removed + capped_events
+
+A lookback day whose raw gate failed (and that no operator accepted) is not read: nothing of a
+refused day shapes another day's sessions. Each day's summary records the `inputs` it was built
+from (every day read, with the `ingest_id` of its delivery record); a later night's catch-up
+sessionizes again any window day whose inputs changed (a day re-ingested after a re-delivery,
+or a lookback day whose verdict changed), and republishing a day supersedes its sessions
+verdict, so the next validation judges the new sessions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -36,7 +44,7 @@ from jobs.common.settings import SessionizeSettings
 from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before, midnight_utc
 from jobs.quality.verdicts import add_arguments as add_verdict_arguments
-from jobs.quality.verdicts import excluded_days
+from jobs.quality.verdicts import excluded_days, supersede
 
 log = logging.getLogger("jobs.sessionize")
 
@@ -127,17 +135,62 @@ def events_of_days(sessions_df: DataFrame, first: dt.date, last: dt.date) -> Dat
     )
 
 
-def read_events(
-    spark: SparkSession, lake: Lake, first: dt.date, last: dt.date, lookback_days: int
-) -> DataFrame:
-    """Events of [first, last] and the `lookback_days` before; `last` itself must be present."""
-    fs = FS(spark)
+def days_to_read(
+    fs: FS, lake: Lake, first: dt.date, last: dt.date, lookback_days: int, accepted=()
+) -> list[dt.date]:
+    """The days whose events sessionizing [first, last] reads: those of the range and of the
+    `lookback_days` before it that have events, less the lookback days a failed raw gate
+    keeps out; `last` itself must be present."""
     n = (last - first).days + lookback_days
     wanted = [last - dt.timedelta(days=i) for i in range(n, -1, -1)]
-    paths = [lake.events_day(d) for d in wanted if fs.exists(lake.events_day(d))]
-    if not paths or paths[-1] != lake.events_day(last):
+    present = [d for d in wanted if fs.exists(lake.events_day(d))]
+    if not present or present[-1] != last:
         raise NoInputError(f"no events for {last}: expected {lake.events_day(last)}")
+    lookback = [d for d in present if d < first]
+    refused = excluded_days(lake, lookback, accepted, suites=(C.SUITE_RAW_EVENTS,))
+    for d, why in sorted(refused.items()):
+        log.warning("lookback day %s not read: %s", d, why)
+    return [d for d in present if str(d) not in refused]
+
+
+def read_events(spark: SparkSession, lake: Lake, days: Sequence[dt.date]) -> DataFrame:
+    """The events of `days`."""
+    paths = [lake.events_day(d) for d in days]
     return spark.read.option("basePath", lake.events).parquet(*paths).drop(DT)
+
+
+def ingest_ids(fs: FS, lake: Lake, days: Sequence[dt.date]) -> dict[str, str]:
+    """{day: the ingest_id of its delivery record ('unrecorded' when it has none)}."""
+    from jobs.ingest import read_delivery
+
+    out = {}
+    for d in days:
+        record = read_delivery(fs, lake, d) or {}
+        out[str(d)] = str(record.get("ingest_id") or "unrecorded")
+    return out
+
+
+def inputs_of(read: dict[str, str], day: dt.date, lookback_days: int) -> dict[str, str]:
+    """The part of `read` ({day: ingest_id}) that day `day`'s sessions depend on."""
+    lo = str(day - dt.timedelta(days=lookback_days))
+    return {d: i for d, i in read.items() if lo <= d <= str(day)}
+
+
+def current_inputs(fs: FS, lake: Lake, day: dt.date, lookback_days: int, accepted=()) -> dict:
+    """What sessionizing `day` alone would read now, as {day: ingest_id}."""
+    return ingest_ids(fs, lake, days_to_read(fs, lake, day, day, lookback_days, accepted))
+
+
+def recorded_inputs(fs: FS, lake: Lake, day: dt.date) -> dict | None:
+    """The inputs `day`'s published sessions were built from (None: unknown, e.g. written
+    by an older version)."""
+    path = Lake.summary(lake.sessions, day)
+    if not fs.exists(path):
+        return None
+    try:
+        return json.loads(fs.read_text(path)).get("inputs")
+    except ValueError:
+        return None
 
 
 def flag_heavy_users(events: DataFrame, max_events_per_user_day: int) -> tuple[DataFrame, int]:
@@ -200,6 +253,7 @@ def run_sessionize(
     day: dt.date,
     settings: SessionizeSettings | None = None,
     last_day: dt.date | None = None,
+    accepted_days=(),
 ) -> dict:
     """Sessionize `day` (or every day of [day, last_day] in one pass) and publish each
     `sessions/dt=...`; return the summary (with `days`: each day's account, also written
@@ -214,7 +268,9 @@ def run_sessionize(
     last = last_day or day
     if last < day:
         raise ConfigError(f"last_day {last} is before day {day}")
-    events = read_events(spark, lake, day, last, settings.lookback_days)
+    read_days = days_to_read(fs, lake, day, last, settings.lookback_days, accepted_days)
+    read = ingest_ids(fs, lake, read_days)
+    events = read_events(spark, lake, read_days)
     flagged, heavy_user_days_n = flag_heavy_users(events, settings.max_events_per_user_day)
     kept = flagged.filter(~F.col("_capped"))
     annotated = annotate(kept, settings.gap_seconds, settings.remove_repeats)
@@ -252,6 +308,8 @@ def run_sessionize(
             publish_partitions(fs, stage, lake.sessions, DT, days)
     finally:
         every.unpersist()
+    for d in days:  # new sessions: their earlier verdict no longer applies
+        supersede(lake, d, (C.SUITE_SESSIONS,), "sessions republished")
     totals = {
         k: sum(a[k] for a in accounts.values())
         for k in (*C.SESSION_ACCOUNT, "sessions_out", "sessions_started", "sessions_continued")
@@ -267,6 +325,7 @@ def run_sessionize(
         "longest_session": max((a["longest_session"] for a in accounts.values()), default=0),
         "sessions_reaching_lookback": reaching,
         "balanced": True,
+        "read_days": read,
         "days": accounts,
         "seconds": round(time.monotonic() - t0, 2),
     }
@@ -282,6 +341,7 @@ def run_sessionize(
                 "run": summary["dates"],
                 **dataclasses.asdict(settings),
                 **account,
+                "inputs": inputs_of(read, dt.date.fromisoformat(d), settings.lookback_days),
             },
         )
     if len(days) > 1:
@@ -353,26 +413,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args, lake: Lake, settings) -> int:
     spark = get_spark("sessionize", args.master, dict(args.conf))
-    fs = FS(spark)
-    catch_up = [
-        d
-        for d in days_before(args.date, args.catch_up_days)
-        if fs.exists(lake.events_day(d)) and not fs.exists(lake.sessions_day(d))
-    ]
-    # A day whose raw gate failed is not sessionized by a later night's catch-up: its verdict
-    # stands until an operator accepts the day (--accept-days).
-    refused = excluded_days(lake, catch_up, args.accept_days, suites=(C.SUITE_RAW_EVENTS,))
+    catch_up = catch_up_days(
+        FS(spark), lake, args.date, args.catch_up_days, settings.lookback_days, args.accept_days
+    )
+    with hold_dates(lake, catch_up, keep=False):  # the caught-up days: one writer each, too
+        for d in catch_up:
+            run_sessionize(spark, lake, d, settings, d, args.accept_days)
+    run_sessionize(spark, lake, args.date, settings, args.until, args.accept_days)
+    return 0
+
+
+def catch_up_days(
+    fs: FS, lake: Lake, day: dt.date, n: int, lookback_days: int, accepted=()
+) -> list[dt.date]:
+    """Days of the n-day window before `day` to sessionize, oldest first: those with events
+    but no sessions yet, and those whose sessions were built from other inputs than they would
+    be now (re-ingested, or a lookback day's verdict changed). A day whose raw gate failed is
+    left alone: its verdict stands until it is re-delivered and passes, or an operator
+    accepts it (--accept-days)."""
+    candidates = [d for d in days_before(day, n) if fs.exists(lake.events_day(d))]
+    refused = excluded_days(lake, candidates, accepted, suites=(C.SUITE_RAW_EVENTS,))
     for d, why in sorted(refused.items()):
         log.warning("not catching up %s: %s", d, why)
-    catch_up = [d for d in catch_up if str(d) not in refused]
-    if catch_up:
-        log.info("catching up %d days without sessions: %s", len(catch_up), catch_up)
-    # One run per day, as the nightly runs do: a range run would keep the events after midnight
-    # of sessions spanning it, which a per-day run never reads, and the partitions would differ.
-    ranges = [(d, d) for d in catch_up] + [(args.date, args.until)]
-    for first, last in ranges:
-        run_sessionize(spark, lake, first, settings, last_day=last)
-    return 0
+    new, stale = [], []
+    for d in candidates:
+        if str(d) in refused:
+            continue
+        if not fs.exists(lake.sessions_day(d)):
+            new.append(d)
+            continue
+        # unknown inputs (written by an older version, or killed before its summary): redo
+        if recorded_inputs(fs, lake, d) != current_inputs(fs, lake, d, lookback_days, accepted):
+            stale.append(d)
+    if new:
+        log.info("catching up %d days without sessions: %s", len(new), ", ".join(map(str, new)))
+    if stale:
+        log.info(
+            "sessionizing again %d days whose inputs changed (re-ingested, or a lookback "
+            "day's verdict changed): %s", len(stale), ", ".join(map(str, stale)),
+        )  # fmt: skip
+    return sorted(new + stale)
 
 
 if __name__ == "__main__":

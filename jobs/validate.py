@@ -16,17 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Sequence
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.fs import FS
 from jobs.common.lake import Lake
-from jobs.common.localfs import write_json_atomic
-from jobs.common.locks import hold_date
+from jobs.common.locks import hold_date, hold_dates
 from jobs.common.settings import QualityThresholds
 from jobs.common.timeutil import days_before
 from jobs.quality import spark_frames, suites
@@ -38,30 +36,15 @@ log = logging.getLogger("jobs.validate")
 DATASETS = (C.SUITE_RAW_EVENTS, C.SUITE_SESSIONS, C.SUITE_DATASETS)
 
 
-def _union(frames: list[DataFrame]) -> DataFrame:
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
-    return out
+def _validate_raw(spark, lake, day, store, thresholds) -> list[dict]:
+    frame, counts = spark_frames.raw_events_frame(spark, lake, day)
+    suite = suites.raw_events_suite(thresholds, counts["previous_day_events"])
+    return [store.validate(suite, frame, "spark", extra={"counts": counts})]
 
 
-def _validate_raw(spark, lake, days, store, thresholds, batch: bool) -> list[dict]:
-    parts = [spark_frames.raw_events_frame(spark, lake, d) for d in days]
-    counts = {str(d): c for d, (_, c) in zip(days, parts, strict=True)}
-    # the volume check compares one day with the one before: only for a single day
-    previous = None if batch else parts[-1][1]["previous_day_events"]
-    suite = suites.raw_events_suite(thresholds, previous)
-    extra = {"counts": counts[str(days[-1])], "days": counts}
-    return [store.validate(suite, _union([f for f, _ in parts]), "spark", extra=extra)]
-
-
-def _validate_sessions(spark, lake, days, store, thresholds) -> list[dict]:
-    parts = [spark_frames.sessions_frame(spark, lake, d) for d in days]
-    frame = _union([f for f, _ in parts])
-    accounts = {str(d): a for d, (_, a) in zip(days, parts, strict=True)}
-    extra = {"days": [str(d) for d in days], "account": accounts[str(days[-1])]}
-    if len(days) > 1:
-        extra["accounts"] = accounts
+def _validate_sessions(spark, lake, day, store, thresholds) -> list[dict]:
+    frame, account = spark_frames.sessions_frame(spark, lake, day)
+    extra = {"days": [str(day)], "account": account}
     return [store.validate(suites.sessions_suite(thresholds), frame, "spark", extra=extra)]
 
 
@@ -71,6 +54,13 @@ def _validate_datasets(spark, lake, day, store, thresholds) -> list[dict]:
     frame, n_items = spark_frames.item_index_frame(spark, lake, day)
     out.append(store.validate(suites.item_index_suite(thresholds, n_items), frame, "spark"))
     return out
+
+
+VALIDATORS = {
+    C.SUITE_RAW_EVENTS: _validate_raw,
+    C.SUITE_SESSIONS: _validate_sessions,
+    C.SUITE_DATASETS: _validate_datasets,
+}
 
 
 def run_validate(
@@ -83,40 +73,55 @@ def run_validate(
 ) -> list[dict]:
     """Run the suite(s) of `dataset` for `day`; returns their summaries (raises nothing).
 
-    `catch_up`: earlier days (raw_events, sessions) validated in the same batch as `day`, each
-    row checked against its own day; their result is recorded under each of them too.
+    `catch_up`: earlier days (raw_events, sessions) validated too, each on its own, with its
+    own result in its own `quality/dt=X/`: a table-level expectation (row count, volume
+    against the day before, an empty day) holds per day, which a batch of days would hide.
+    A catch-up day that fails is logged and its verdict kept (later nights leave it out);
+    only `day`'s results are returned, so only they decide tonight's gate.
     """
     thresholds = thresholds or QualityThresholds()
-    store = QualityStore(lake.quality_day(day))
-    days = [*catch_up, day]
-    if dataset == C.SUITE_RAW_EVENTS:
-        out = _validate_raw(spark, lake, days, store, thresholds, batch=bool(catch_up))
-    elif dataset == C.SUITE_SESSIONS:
-        out = _validate_sessions(spark, lake, days, store, thresholds)
-    elif dataset == C.SUITE_DATASETS:
-        out = _validate_datasets(spark, lake, day, store, thresholds)
-    else:
+    if dataset not in VALIDATORS:
         raise ValueError(f"dataset: expected one of {DATASETS}, found {dataset!r}")
-    for res, d in ((r, d) for r in out for d in catch_up):  # the batch's result, per day
-        summary = {k: v for k, v in res.items() if k != "result"}
-        summary["validated_with"] = str(day)
-        write_json_atomic(lake.suite_result(d, res["suite"]), summary)
-    return out
+    validator = VALIDATORS[dataset]
+    for d in catch_up:
+        for res in validator(spark, lake, d, QualityStore(lake.quality_day(d)), thresholds):
+            if not res["success"]:
+                log.warning(
+                    "catch-up day %s failed suite %s (it stays out of later nights until it "
+                    "is re-delivered and passes, or accepted): %s",
+                    d, res["suite"], "; ".join(res["failed"]),
+                )  # fmt: skip
+    return validator(spark, lake, day, QualityStore(lake.quality_day(day)), thresholds)
 
 
 def catch_up_days(fs: FS, lake: Lake, dataset: str, day: dt.date, n: int) -> list[dt.date]:
-    """Earlier days of the window with data of `dataset` but no result of its suite yet."""
-    partition = {C.SUITE_RAW_EVENTS: lake.events_day, C.SUITE_SESSIONS: lake.sessions_day}.get(
-        dataset
-    )
+    """Earlier days of the window with data of `dataset` but no result of their own yet. A
+    day ingest touched counts as data for raw_events even without events (every row
+    rejected): it fails its gate rather than going unjudged."""
+    if dataset == C.SUITE_RAW_EVENTS:
+        paths = (lake.events_day, lake.quarantine_day, lake.delivery_record)
+    elif dataset == C.SUITE_SESSIONS:
+        paths = (lake.sessions_day,)
+    else:
+        paths = ()
     out = []
-    for d in days_before(day, n) if partition else ():
-        done = os.path.exists(lake.suite_result(d, dataset))
-        if not done and fs.exists(partition(d)):
+    for d in days_before(day, n) if paths else ():
+        if not own_result(lake, d, dataset) and any(fs.exists(p(d)) for p in paths):
             out.append(d)
     if out:
         log.info("also validating %s of %s", dataset, ", ".join(map(str, out)))
     return out
+
+
+def own_result(lake: Lake, day: dt.date, suite: str) -> bool:
+    """`day` has a result of `suite` of its own (not one an older version recorded for a
+    batch of days, which judged no day alone)."""
+    try:
+        with open(lake.suite_result(day, suite)) as f:
+            result = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return False
+    return result.get("validated_with") in (None, str(day))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,8 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--catch-up-days",
         type=int,
         default=0,
-        help="also validate each of the N-1 days before --date whose data exists but has no "
-        "result yet (days a first run ingested or sessionized to fill its window)",
+        help="also validate, each on its own, every one of the N-1 days before --date whose "
+        "data exists but has no result (days a first run ingested or sessionized to fill its "
+        "window, days re-ingested or sessionized again); only --date's result decides the exit",
     )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -143,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with hold_date(lake, args.date):  # one writer per date
         spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
         days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
-        results = run_validate(spark, lake, args.dataset, args.date, thresholds, catch_up=days)
+        with hold_dates(lake, days, keep=False):  # their verdicts: one writer each, too
+            results = run_validate(spark, lake, args.dataset, args.date, thresholds, days)
     if args.date in args.accept_days and not all(r["success"] for r in results):
         log.warning(
             "%s failed on %s, which an operator accepted (--accept-days): the run goes on",

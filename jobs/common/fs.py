@@ -3,6 +3,7 @@ all work the same; and the staging -> publish step every job uses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -52,6 +53,34 @@ class FS:
             for s in self._fs(path).listStatus(self._p(path))
             if s.isDirectory()
         )
+
+    def matches(self, path: str) -> bool:
+        """True when `path` (a file, a directory or a glob) names anything."""
+        return bool(self._fs(path).globStatus(self._p(path)))
+
+    def fingerprint(self, path: str) -> dict:
+        """What a delivery is: its data files (a file, a directory read recursively, or a
+        glob), each by full path, length and modification time, as Spark would read them
+        (names starting with '_' or '.' are left out); {'files': 0, ...} when nothing matches.
+        A file rewritten with the same bytes counts as a new delivery (content hashes of
+        large deliveries would cost a full read every night)."""
+        entries = []
+        for status in self._fs(path).globStatus(self._p(path)) or []:
+            if status.isDirectory():
+                it = self._fs(path).listFiles(status.getPath(), True)
+                base = status.getPath().toUri().getPath().rstrip("/")
+                while it.hasNext():
+                    f = it.next()
+                    full = f.getPath().toUri().getPath()
+                    hidden = any(p[:1] in ("_", ".") for p in full[len(base) + 1 :].split("/"))
+                    if not hidden:
+                        entries.append((str(f.getPath()), f.getLen(), f.getModificationTime()))
+            elif status.getPath().getName()[:1] not in ("_", "."):
+                p = status.getPath()
+                entries.append((str(p), status.getLen(), status.getModificationTime()))
+        entries = sorted((name, int(n), int(mtime)) for name, n, mtime in entries)
+        digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+        return {"files": len(entries), "bytes": sum(e[1] for e in entries), "sha256": digest}
 
     def write_text(self, path: str, text: str) -> None:
         """Write a small text file atomically: to a hidden temp file, then rename over."""

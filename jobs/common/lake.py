@@ -120,6 +120,10 @@ class Lake:
         return f"{dataset_root.rstrip('/')}/_summaries/{key}.json"
 
     # -- datasets of a run ------------------------------------------------------------------
+    def delivery_record(self, day) -> str:
+        """What ingest last ingested for `day`: the delivery's fingerprint and an ingest id."""
+        return self.summary(self.events, f"{day}.delivery")
+
     @property
     def datasets(self) -> str:
         return self.path("datasets")

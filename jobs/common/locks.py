@@ -156,21 +156,28 @@ def _utc(ts) -> str:
 
 
 @contextlib.contextmanager
-def hold_dates(lake: Lake, days, owner: str | None = None) -> Iterator[None]:
+def hold_dates(
+    lake: Lake, days, owner: str | None = None, keep: bool | None = None
+) -> Iterator[None]:
     """`hold_date` for each of `days` (in date order, so two holders never deadlock)."""
     with contextlib.ExitStack() as stack:
         for d in sorted({str(d) for d in days}):
-            stack.enter_context(hold_date(lake, d, owner))
+            stack.enter_context(hold_date(lake, d, owner, keep))
         yield
 
 
 @contextlib.contextmanager
-def hold_date(lake: Lake, day, owner: str | None = None) -> Iterator[DateLease]:
+def hold_date(
+    lake: Lake, day, owner: str | None = None, keep: bool | None = None
+) -> Iterator[DateLease]:
     """Hold D's lease while the block runs, with a heartbeat. A lease owned by a DAG run
-    (`GRU4REC_RUN_OWNER`) outlives the block: the run's teardown releases it."""
+    (`GRU4REC_RUN_OWNER`) outlives the block: the run's teardown releases it. `keep=False`
+    (for the earlier days a night catches up, which no teardown knows): the lease is released
+    when the block ends, if the block took it (a lease the owner already held stays)."""
     owner = owner or default_owner()
     lease = DateLease(lake, day)
-    lease.acquire(owner)
+    taken = lease.acquire(owner)
+    keep = bool(os.environ.get(OWNER_ENV)) if keep is None else (keep or not taken)
     stop = threading.Event()
 
     def beat() -> None:
@@ -185,5 +192,5 @@ def hold_date(lake: Lake, day, owner: str | None = None) -> Iterator[DateLease]:
     finally:
         stop.set()
         t.join()  # a beat in flight must not re-create the lease after the release
-        if not os.environ.get(OWNER_ENV):
+        if not keep:
             lease.release(owner)

@@ -90,6 +90,7 @@ def _escape_property(value: str) -> str:
 
 def ingest(night: Night, mapping_file: str | None) -> list[str]:
     args = ["--input", night.raw_input, "--date", night.day]
+    args += ["--quality-root", night.lake.quality_root]
     if DATE_TOKEN in night.raw_input:
         args += ["--catch-up-days", str(night.datasets.window_days)]
     if night.source_preset:

@@ -97,6 +97,11 @@ def _data_section(state: dict) -> list[str]:
             ("duplicates dropped", ing.get("duplicates_dropped")),
             ("quarantined", f"{ing.get('quarantined_total')} {json.dumps(ing.get('quarantined'))}"),
         ]
+        if ing.get("redelivered_days"):  # their verdicts were superseded: validated again
+            redelivered = ", ".join(ing["redelivered_days"])
+            counts.append(("re-delivered days ingested again", redelivered))
+        for d, why in sorted((ing.get("refused_deliveries") or {}).items()):
+            counts.append((f"delivery of {d} refused", why))
     if (ses := state["sessionize"]) is not None:
         counts += [
             ("sessions", ses.get("sessions_out")),

@@ -4,9 +4,13 @@ accepts it (the `accepted_days` param) or it passes a new validation.
 
 Verdicts are the suite results in `quality/dt=X/` (`raw_events.json`, `sessions.json`);
 validate's catch-up never re-validates a day that has a result, so a failure is not forgotten.
-Only a day's own result counts: a first night's catch-up validates several days in one batch
-and records the batch's result under each, and a failed batch does not name the day at fault,
-so it excludes none of them (known gap: such a day is not re-validated on its own yet).
+A verdict ends only when the data it judged is replaced: ingest re-ingesting a day (a
+re-delivery) supersedes both of its verdicts, sessionize republishing a day supersedes its
+sessions verdict; a superseded verdict is kept under `quality/dt=X/superseded/` and the next
+validation of the new data decides.
+Only a day's own result counts: validate judges every day on its own (catch-up days too);
+a result an older version recorded for a batch of days (`validated_with` another day)
+excludes none of them.
 Each consumer lists what it left out, and why, in its summary and so in the run report.
 """
 
@@ -15,13 +19,40 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
+import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from jobs.common import contracts as C
 from jobs.common.lake import Lake
 
+log = logging.getLogger("jobs.quality.verdicts")
+
 GATED = (C.SUITE_RAW_EVENTS, C.SUITE_SESSIONS)
+
+
+def supersede(lake: Lake, day, suites: Iterable[str], why: str) -> list[str]:
+    """End the verdicts of `suites` on `day` because their data was replaced (`why`): each
+    result moves to `quality/dt=X/superseded/<utc stamp>-<suite>.json`, so the next
+    validation decides and the old verdict stays readable. Returns the suites superseded."""
+    done = []
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for suite in suites:
+        path = Path(lake.suite_result(day, suite))
+        if not path.exists():
+            continue
+        target = path.parent / "superseded" / f"{stamp}-{os.getpid()}-{suite}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another writer moved it first
+            continue
+        done.append(suite)
+    if done:
+        log.info("%s: verdicts %s superseded (%s)", day, ", ".join(done), why)
+    return done
 
 
 def failed_gate(lake: Lake, day, suites: Iterable[str] = GATED) -> str | None:

@@ -20,12 +20,6 @@ ORDER = [
     "validate_recommendations", "publish",
 ]  # fmt: skip
 LEASE = ("hold_date", "release_date")
-QUALITY_GATES = {
-    "validate_raw",
-    "validate_sessions",
-    "validate_datasets",
-    "validate_recommendations",
-}
 SPARK_TASKS = {
     "ingest", "validate_raw", "sessionize", "validate_sessions", "build_datasets",
     "popularity", "validate_datasets",
@@ -85,14 +79,24 @@ def test_task_order_is_the_designed_chain(dag):
     assert dag.get_task("publish").downstream_task_ids == {"release_date"}
 
 
-def test_quality_gates_never_retry_and_infrastructure_retries_with_backoff(dag):
+def test_a_failed_gate_never_retries_and_infrastructure_retries_with_backoff(dag):
+    """Every task retries what retrying can fix (a gate too: a crashed JVM, a window day
+    another run is writing); a data failure (exit 2, e.g. a failed expectation) is an
+    AirflowFailException, which Airflow never retries."""
+    import importlib
+
+    from airflow.sdk.exceptions import AirflowFailException
+
     for task_id in ORDER:
         task = dag.get_task(task_id)
-        if task_id in QUALITY_GATES:
-            assert task.retries == 0, task_id
-        else:
-            assert task.retries >= 1 and task.retry_exponential_backoff, task_id
-            assert task.retry_delay >= dt.timedelta(minutes=1)
+        assert task.retries >= 1 and task.retry_exponential_backoff, task_id
+        assert task.retry_delay >= dt.timedelta(minutes=1)
+    module = importlib.import_module("dags.gru4rec_nightly")
+    with pytest.raises(AirflowFailException, match="data quality / input failure"):
+        module._run([sys.executable, "-c", "import sys; sys.exit(2)"])
+    with pytest.raises(Exception) as busy:  # exit 75, a busy date: an ordinary, retried error
+        module._run([sys.executable, "-c", "import sys; sys.exit(75)"])
+    assert not isinstance(busy.value, AirflowFailException)
 
 
 def test_spark_tasks_hold_the_spark_pool_and_torch_tasks_go_to_the_gpu_queue(dag):

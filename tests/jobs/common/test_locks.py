@@ -107,3 +107,23 @@ def test_a_run_owner_keeps_its_lease_across_steps_until_released(tmp_path, monke
     assert lease.release("airflow:gru4rec_nightly:run-1")
     assert lease.acquire("airflow:gru4rec_nightly:backfill-2")
     assert json.loads(lease.path.read_text())["owner"].endswith("backfill-2")
+
+
+def test_a_caught_up_day_is_held_for_the_block_only_and_never_released_from_its_owner(
+    tmp_path, monkeypatch
+):
+    """The earlier days a night catches up are leased too (keep=False): no teardown knows
+    them, so the block releases what it took, and only that."""
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setenv(OWNER_ENV, "airflow:gru4rec_nightly:run-1")
+    lease = DateLease(lake, DAY)
+    with hold_date(lake, DAY, keep=False):
+        assert lease.holder()["owner"] == "airflow:gru4rec_nightly:run-1"
+        with pytest.raises(DateBusy, match="run-1"):
+            lease.acquire("airflow:gru4rec_nightly:backfill-2")
+    assert lease.holder() is None  # released at the end of the block, despite the run owner
+    with hold_date(lake, DAY):  # the run's own date: kept until its teardown
+        with hold_date(lake, DAY, keep=False):  # caught up by a later step of the same run
+            pass
+        assert lease.holder()["owner"] == "airflow:gru4rec_nightly:run-1"
+    assert lease.holder()["owner"] == "airflow:gru4rec_nightly:run-1"
