@@ -30,6 +30,7 @@ from jobs.common.timeutil import days_before
 from jobs.quality import spark_frames, suites
 from jobs.quality.store import QualityStore, raise_if_failed
 from jobs.quality.verdicts import add_arguments as add_verdict_arguments
+from jobs.quality.verdicts import own_result
 
 log = logging.getLogger("jobs.validate")
 
@@ -106,22 +107,11 @@ def catch_up_days(fs: FS, lake: Lake, dataset: str, day: dt.date, n: int) -> lis
         paths = ()
     out = []
     for d in days_before(day, n) if paths else ():
-        if not own_result(lake, d, dataset) and any(fs.exists(p(d)) for p in paths):
+        if own_result(lake, d, dataset) is None and any(fs.exists(p(d)) for p in paths):
             out.append(d)
     if out:
         log.info("also validating %s of %s", dataset, ", ".join(map(str, out)))
     return out
-
-
-def own_result(lake: Lake, day: dt.date, suite: str) -> bool:
-    """`day` has a result of `suite` of its own (not one an older version recorded for a
-    batch of days, which judged no day alone)."""
-    try:
-        with open(lake.suite_result(day, suite)) as f:
-            result = json.load(f)
-    except (FileNotFoundError, ValueError):
-        return False
-    return result.get("validated_with") in (None, str(day))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

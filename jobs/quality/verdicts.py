@@ -55,19 +55,21 @@ def supersede(lake: Lake, day, suites: Iterable[str], why: str) -> list[str]:
     return done
 
 
+def own_result(lake: Lake, day, suite: str) -> dict | None:
+    """`day`'s result of `suite`, if it has one of its own: not one an older version recorded
+    for a catch-up batch of days (shared by every day of the batch, it judged no day alone)."""
+    try:
+        result = json.loads(Path(lake.suite_result(day, suite)).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return result if result.get("validated_with") in (None, str(day)) else None
+
+
 def failed_gate(lake: Lake, day, suites: Iterable[str] = GATED) -> str | None:
     """Why `day` is excluded (its first failed gate and the failed expectations), or None."""
     for suite in suites:
-        path = Path(lake.suite_result(day, suite))
-        try:
-            result = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            continue
-        if result.get("validated_with") not in (None, str(day)):
-            # A catch-up batch's result, shared by every day of the batch: a failure there
-            # does not say which day failed, so it keeps none of them out.
-            continue
-        if not result.get("success", False):
+        result = own_result(lake, day, suite)
+        if result is not None and not result.get("success", False):
             failed = "; ".join(result.get("failed") or []) or "no details recorded"
             return f"{suite} gate failed: {failed}"
     return None
