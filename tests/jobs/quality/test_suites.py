@@ -4,6 +4,7 @@ and Data Docs land in the day's quality directory."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 
@@ -24,9 +25,40 @@ def _write(spark, rows, schema, path):
     spark.createDataFrame(rows, schema).write.mode("overwrite").parquet(str(path))
 
 
-@pytest.fixture
-def store(tmp_path):
-    return QualityStore(Lake(str(tmp_path)).quality_day(DAY))
+@pytest.fixture(params=["spark", "pandas"])
+def store(request, tmp_path):
+    """A day's store whose Spark frames GX judges on Spark (large days) or, collected, on
+    pandas (small days, `LOCAL_MAX_ROWS`): every test holds under both engines."""
+    store = QualityStore(Lake(str(tmp_path)).quality_day(DAY))
+    limit = 0 if request.param == "spark" else None
+    store.validate = functools.partial(store.validate, local_max_rows=limit)
+    store.engine = request.param
+    return store
+
+
+def test_both_engines_name_the_same_failures_on_a_dirty_and_an_empty_day(spark, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    rows = [(f"u{i}", f"i{i % 7}", T + dt.timedelta(minutes=i), None, None) for i in range(40)]
+    rows[1] = ("u1", "null", T, None, None)
+    rows[2] = ("u\t2", "x" * 300, T - dt.timedelta(days=1), None, None)
+    _write(spark, rows, C.EVENTS.ddl, lake.events_day(DAY))
+    _write(spark, [("unparseable_ts", "{}")] * 9, "reason string, raw string",
+           lake.quarantine_day(DAY))  # fmt: skip
+    empty = DAY + dt.timedelta(days=1)
+    _write(spark, [], C.EVENTS.ddl, lake.events_day(empty))
+    for day in (DAY, empty):
+        frame, counts = raw_events_frame(spark, lake, day)
+        got = {}
+        for engine, limit in (("spark", 0), ("pandas", None)):
+            store = QualityStore(Lake(str(tmp_path / engine)).quality_day(day))
+            suite = suites.raw_events_suite(QualityThresholds(), counts["previous_day_events"])
+            got[engine] = store.validate(suite, frame, "spark", local_max_rows=limit)
+            assert got[engine]["engine"] == engine
+        assert not got["spark"]["success"] and not got["pandas"]["success"]
+        assert got["spark"]["failed"] == got["pandas"]["failed"], day
+        assert got["spark"]["statistics"] == got["pandas"]["statistics"], day
+    failed = " ".join(got["spark"]["failed"])  # the empty day
+    assert "expect_table_row_count_to_be_between(table)" in failed
 
 
 def test_raw_events_suite_catches_quarantine_surge_and_text_nulls(spark, tmp_path, store):
@@ -44,6 +76,7 @@ def test_raw_events_suite_catches_quarantine_surge_and_text_nulls(spark, tmp_pat
     assert counts["quarantine_share"] == pytest.approx(1 / 41, abs=1e-6)
     ok = store.validate(suites.raw_events_suite(QualityThresholds()), frame, "spark")
     assert ok["success"], ok["failed"]
+    assert ok["engine"] == store.engine
     assert json.loads((store.root / "raw_events.json").read_text())["success"]
     assert store.docs_index.exists()
 
