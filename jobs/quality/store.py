@@ -78,10 +78,14 @@ class QualityStore:
             return asset.add_batch_definition_whole_dataframe("whole")
 
     def _forget(self, suite_name: str) -> None:
-        """Drop the suite's earlier results of this day, so a rerun replaces them."""
-        shutil.rmtree(
-            self.root / "gx" / "uncommitted" / "validations" / suite_name, ignore_errors=True
-        )
+        """Drop the suite's earlier results of this day, so a rerun replaces them, and its
+        earlier validation definition and checkpoint: they name the engine's data source, and
+        a rerun may judge the day on the other engine (GX cannot even load a definition whose
+        data asset is gone)."""
+        gx_dir = self.root / "gx"
+        shutil.rmtree(gx_dir / "uncommitted" / "validations" / suite_name, ignore_errors=True)
+        for store in ("validation_definitions", "checkpoints"):
+            (gx_dir / store / f"{suite_name}.json").unlink(missing_ok=True)
 
     def validate(
         self,

@@ -46,6 +46,7 @@ def test_both_engines_name_the_same_failures_on_a_dirty_and_an_empty_day(spark, 
            lake.quarantine_day(DAY))  # fmt: skip
     empty = DAY + dt.timedelta(days=1)
     _write(spark, [], C.EVENTS.ddl, lake.events_day(empty))
+    dirty: list = []
     for day in (DAY, empty):
         frame, counts = raw_events_frame(spark, lake, day)
         got = {}
@@ -57,8 +58,22 @@ def test_both_engines_name_the_same_failures_on_a_dirty_and_an_empty_day(spark, 
         assert not got["spark"]["success"] and not got["pandas"]["success"]
         assert got["spark"]["failed"] == got["pandas"]["failed"], day
         assert got["spark"]["statistics"] == got["pandas"]["statistics"], day
+        dirty = got["spark"]["failed"] if day == DAY else dirty
     failed = " ".join(got["spark"]["failed"])  # the empty day
     assert "expect_table_row_count_to_be_between(table)" in failed
+    # One day's store judged again on the other engine, back and forth (a rerun after the
+    # day grew or shrank), each time by a new process's store: the last result stands.
+    frame, counts = raw_events_frame(spark, lake, DAY)
+    for engine, limit in (("spark", 0), ("pandas", None), ("spark", 0), ("pandas", None)):
+        store = QualityStore(Lake(str(tmp_path / "switching")).quality_day(DAY))
+        suite = suites.raw_events_suite(QualityThresholds(), counts["previous_day_events"])
+        res = store.validate(suite, frame, "spark", local_max_rows=limit)
+        assert res["engine"] == engine and not res["success"]
+        # another suite of the day on Spark after it (GX rebuilds the Spark data source)
+        other = suites.raw_events_suite(QualityThresholds(), counts["previous_day_events"])
+        store.validate(other, frame, "spark", name="raw_events_again", local_max_rows=0)
+        saved = json.loads((store.root / "raw_events.json").read_text())
+        assert saved["engine"] == engine and saved["failed"] == dirty
 
 
 def test_raw_events_suite_catches_quarantine_surge_and_text_nulls(spark, tmp_path, store):
