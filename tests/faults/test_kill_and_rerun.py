@@ -38,8 +38,8 @@ from jobs.nightly import commands
 from jobs.nightly.params import Night
 from jobs.nightly.runner import step_env
 
-# Not in the default run (see README "Tests"): a clean night plus twelve killed-and-retried
-# steps is ~25 minutes on a 2-core machine. Run it with `./dev.sh test -m faults tests/faults`.
+# In the default run (CI): a clean night plus twelve killed-and-retried steps, ~5 minutes on a
+# 2-core machine. Alone: `./dev.sh test -m faults tests/faults`.
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 DAY = dt.date(2026, 1, 3)
@@ -220,9 +220,13 @@ def outputs(step: str, driver: Driver) -> dict:
 @pytest.fixture(scope="module")
 def clean_night(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
-    os.environ["GRU4REC_ROOTS"] = json.dumps([str(base)])
-    os.environ["GRU4REC_PRIVATE_DIR"] = str(base / "private")
-    os.environ.update(quick_jvm())  # the deployment's JVM setting for short applications
+    settings = {
+        "GRU4REC_ROOTS": json.dumps([str(base)]),
+        "GRU4REC_PRIVATE_DIR": str(base / "private"),
+        **quick_jvm(),  # the deployment's JVM setting for short applications
+    }
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     cfg = SynthConfig(events=12_000, items=400, days=3, start=dt.date(2026, 1, 1))
     write_daily_csv(generate(cfg), str(base / "lake" / "raw"))
     params = {
@@ -244,8 +248,11 @@ def clean_night(tmp_path_factory):
         durations[step] = _run_step(driver, step, log)
         expected[step] = outputs(step, driver)
     yield base, night, driver, snapshots, durations, expected
-    for key in ("GRU4REC_ROOTS", "GRU4REC_PRIVATE_DIR", *quick_jvm()):
-        os.environ.pop(key, None)
+    for key, value in saved.items():  # the rest of the run keeps its own deployment roots
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _restore(snapshot: Path, lake: Path) -> None:
