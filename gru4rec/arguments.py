@@ -65,7 +65,11 @@ def _train(sub, fmt) -> None:
     t.add_argument("--device", help="cpu, cuda, cuda:N or auto; none: the config's (auto)")
     t.add_argument("--resume", help="continue training from this checkpoint (file or run dir)")
     t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--no-baselines", action="store_true", help="skip POP/S-POP/Item-KNN")
+    t.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the baselines (POP, S-POP, Item-KNN, V-SKNN, STAN)",
+    )
     t.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -122,7 +126,9 @@ def _score(sub, fmt) -> None:
 
 
 def _baselines(sub, fmt) -> None:
-    b = sub.add_parser("baselines", help="POP, S-POP and Item-KNN", formatter_class=fmt)
+    b = sub.add_parser(
+        "baselines", help="POP, S-POP, Item-KNN, V-SKNN and STAN", formatter_class=fmt
+    )
     b.add_argument("--train", required=True, help="training split: TSV file or Parquet split")
     b.add_argument("--test", required=True, help="test split")
     b.add_argument(

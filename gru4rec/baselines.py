@@ -9,6 +9,9 @@
             alpha = 0.5 is the cosine). Each item keeps its `n_neighbors` most similar items;
             ties, and items with no similarity, fall back to global popularity.
 
+- V-SKNN, STAN: session-based nearest neighbours (`gru4rec.sknn`), the strong baselines of
+            the published comparisons of session-based algorithms.
+
 Every baseline scores all items; ranks use the evaluation's tie mode on the primary score,
 with popularity as the declared tie-break.
 """
@@ -21,8 +24,9 @@ import torch
 
 from gru4rec.data import SessionData
 from gru4rec.evaluate import DEFAULT_CUTOFFS, RankingMetrics, ranks
+from gru4rec.sknn import KnnSettings, SessionIndex, StanSettings, stan_scores, vsknn_scores
 
-NAMES = ("pop", "spop", "itemknn")
+NAMES = ("pop", "spop", "itemknn", "vsknn", "stan")
 
 
 def evaluation_points(data: SessionData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,6 +90,7 @@ def evaluate_baseline(
     mode: str = "conservative",
     batch_size: int | None = None,
     knn: tuple[np.ndarray, np.ndarray] | None = None,
+    sessions: SessionIndex | None = None,
 ) -> dict[str, float]:
     """Recall@k / MRR@k of one baseline on `test` (items already mapped to the item index)."""
     if name not in NAMES:
@@ -97,6 +102,12 @@ def evaluate_baseline(
     current, session, target = evaluation_points(test)
     if name == "itemknn" and knn is None:
         knn = item_knn(train, n_items)
+    if name in ("vsknn", "stan"):
+        if sessions is None:
+            sessions = SessionIndex.build(train.items, train.offsets, n_items, train.times)
+        # each point weighs up to sample_size candidate sessions: bound a batch's pairs
+        sample = (KnnSettings() if name == "vsknn" else StanSettings()).sample_size
+        batch_size = max(16, min(batch_size, 2_000_000 // sample))
     metrics = RankingMetrics(tuple(cutoffs))
     all_ranks = []
     for a in range(0, len(current), batch_size):
@@ -119,6 +130,13 @@ def evaluate_baseline(
                 torch.ones(len(rows), dtype=torch.float64),
                 accumulate=True,
             )
+        elif name in ("vsknn", "stan"):
+            starts = test.offsets[session[a : a + batch_size]]
+            if name == "vsknn":
+                dense = vsknn_scores(sessions, test.items, starts, cur)
+            else:
+                dense = stan_scores(sessions, test.items, starts, cur, test.times)
+            scores = torch.from_numpy(dense)
         else:
             idx, sim = knn
             items = test.items[cur]

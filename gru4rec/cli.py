@@ -37,6 +37,7 @@ from gru4rec.errors import Gru4RecError
 from gru4rec.evaluate import evaluate_model
 from gru4rec.outdir import RunDir
 from gru4rec.report import write_report
+from gru4rec.sknn import SessionIndex
 from gru4rec.train import Trainer, resolve_device
 
 log = logging.getLogger("gru4rec")
@@ -58,9 +59,12 @@ def data_summary(name: str, data: SessionData) -> dict:
 def run_baselines(train, test, item_map, ties, cutoffs) -> dict:
     out = {}
     knn = item_knn(train, len(item_map))
+    sessions = SessionIndex.build(train.items, train.offsets, len(item_map), train.times)
     for name in BASELINES:
         t0 = time.perf_counter()
-        res = evaluate_baseline(name, train, test, item_map.support, cutoffs, ties, knn=knn)
+        res = evaluate_baseline(
+            name, train, test, item_map.support, cutoffs, ties, knn=knn, sessions=sessions
+        )
         log.info(
             "baseline %-8s recall@20 %.4f  mrr@20 %.4f  (%.1f s)",
             name,

@@ -98,6 +98,7 @@ class SessionData:
     session_ids: np.ndarray  # object array, one per session
     dropped_unknown: int = 0  # events whose item is not in the item map
     dropped_short: int = 0  # sessions left with fewer than 2 events
+    times: np.ndarray | None = None  # float64 seconds per event, where the input has times
 
     @property
     def n_sessions(self) -> int:
@@ -151,7 +152,12 @@ def _read_tsv(path: Path) -> pd.DataFrame:
             f"bad rows (first: {frame[bad].iloc[0].to_dict()})"
         )
     return pd.DataFrame(
-        {"session_id": frame["SessionId"], "item_id": frame["ItemId"], "time": time.to_numpy()}
+        {
+            "session_id": frame["SessionId"],
+            "item_id": frame["ItemId"],
+            "time": time.to_numpy(),
+            "seconds": time.to_numpy(np.float64),  # the official format's Time: seconds
+        }
     )
 
 
@@ -191,8 +197,15 @@ def _read_pipeline_parquet(path: Path) -> pd.DataFrame:
             # seq orders events within a session (ties in ts were broken by the Spark job)
             "time": ts.dt.tz_localize(None).astype("int64") if ts.dt.tz else ts.astype("int64"),
             "seq": frame["seq"].to_numpy(np.int64),
+            "seconds": _seconds(ts),
         }
     )
+
+
+def _seconds(ts: pd.Series) -> np.ndarray:
+    """Timestamps as float64 seconds since the epoch, whatever their unit."""
+    naive = ts.dt.tz_convert("UTC").dt.tz_localize(None) if ts.dt.tz else ts
+    return naive.astype("datetime64[ns]").astype("int64").to_numpy() / 1e9
 
 
 def build_sessions(frame: pd.DataFrame, item_map: ItemMap, name: str = "data") -> SessionData:
@@ -217,13 +230,18 @@ def build_sessions(frame: pd.DataFrame, item_map: ItemMap, name: str = "data") -
     starts = np.concatenate([[0], np.flatnonzero(sessions[1:] != sessions[:-1]) + 1])
     lengths = np.diff(np.append(starts, len(frame)))
     keep = lengths >= 2
-    items = frame["item_idx"].to_numpy(np.int64)[np.repeat(keep, lengths)]
+    kept_events = np.repeat(keep, lengths)
+    items = frame["item_idx"].to_numpy(np.int64)[kept_events]
+    times = None
+    if "seconds" in frame.columns:
+        times = frame["seconds"].to_numpy(np.float64)[kept_events]
     data = SessionData(
         items=items,
         offsets=np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64),
         session_ids=sessions[starts][keep],
         dropped_unknown=dropped_unknown,
         dropped_short=int((~keep).sum()),
+        times=times,
     )
     if data.n_sessions == 0:
         raise NoInputError(f"{name}: no session with at least 2 known events")

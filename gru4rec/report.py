@@ -11,7 +11,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-BASELINE_LABELS = {"pop": "POP", "spop": "S-POP", "itemknn": "Item-KNN"}
+BASELINE_LABELS = {
+    "pop": "POP",
+    "spop": "S-POP",
+    "itemknn": "Item-KNN",
+    "vsknn": "V-SKNN",
+    "stan": "STAN",
+}
 
 
 def _cutoffs(metrics: dict) -> list[int]:

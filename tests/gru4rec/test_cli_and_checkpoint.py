@@ -39,7 +39,7 @@ def test_train_writes_model_metrics_and_report(trained):
         assert 0 <= m[f"recall@{k}"] <= 1 and 0 <= m[f"mrr@{k}"] <= m[f"recall@{k}"]
     assert m["events_per_second"] > 0 and m["seconds_per_epoch"] > 0
     assert [e["epoch"] for e in m["epochs"]] == [1, 2]
-    assert set(m["baselines"]) == {"pop", "spop", "itemknn"}
+    assert set(m["baselines"]) == {"pop", "spop", "itemknn", "vsknn", "stan"}
     assert m["data"]["test_unknown_item_events_dropped"] == 3
     html = (trained / "report.html").read_text()
     for label in ("POP", "S-POP", "Item-KNN", "GRU4Rec", "vs best baseline", "loss.png"):

@@ -1,0 +1,134 @@
+"""V-SKNN and STAN against hand-computed scores on a tiny example, and against a plain
+per-point loop (written here, independently of the vectorised code) on random sessions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gru4rec.baselines import evaluate_baseline, evaluation_points
+from gru4rec.data import SessionData
+from gru4rec.sknn import KnnSettings, SessionIndex, StanSettings, stan_scores, vsknn_scores
+
+A, B, C, D, E, F = range(6)
+
+
+def _sessions(seqs, ends=None) -> SessionData:
+    items = np.array([i for s in seqs for i in s], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    times = None
+    if ends is not None:  # each session's events one second apart, ending at its end time
+        times = np.concatenate([np.arange(len(s), dtype=float) - len(s) + 1 + e
+                                for s, e in zip(seqs, ends, strict=True)])  # fmt: skip
+    return SessionData(items, offsets, np.arange(len(seqs)).astype(object), times=times)
+
+
+TRAIN = _sessions([[A, B, C], [B, D], [E, F]], ends=[100.0, 200.0, 300.0])
+INDEX = SessionIndex.build(TRAIN.items, TRAIN.offsets, 6, TRAIN.times)
+PREFIX = np.array([A, B])  # the current session so far: A then B
+
+
+def test_vsknn_scores_by_hand():
+    got = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]))[0]
+    # weights A: 1/2, B: 2/2; dot with (A B C) = 1.5, with (B D) = 1, (E F) shares nothing
+    assert got == pytest.approx([1.5, 2.5, 1.5, 1.0, 0.0, 0.0])
+    one = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]), KnnSettings(k=1))[0]
+    assert one == pytest.approx([1.5, 1.5, 1.5, 0.0, 0.0, 0.0])  # the nearest only
+    # a sample of 1: the most recent session sharing an item is (B D), ending at t=200
+    recent = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]), KnnSettings(100, 1))[0]
+    assert recent == pytest.approx([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+
+
+def test_stan_scores_by_hand():
+    settings = StanSettings(lambda_spw=1.0, lambda_snh=1000 / 86400, lambda_inh=1.0)
+    times = np.array([999.0, 1000.0])  # the current event (B) at t=1000
+    got = stan_scores(INDEX, PREFIX, np.array([0]), np.array([1]), times, settings)[0]
+    e = math.exp
+    sim0 = (e(-1) + 1) / (math.sqrt(2) * math.sqrt(3)) * e(-900 / 1000)  # (A B C), t=100
+    sim1 = 1 / (math.sqrt(2) * math.sqrt(2)) * e(-800 / 1000)  # (B D), t=200
+    # the most recent common item is B in both: at position 2 of (A B C), 1 of (B D)
+    want = [sim0 * e(-1), sim0 + sim1, sim0 * e(-1), sim1 * e(-1), 0.0, 0.0]
+    assert got == pytest.approx(want)
+    # without times the time decay is off
+    untimed = stan_scores(INDEX, PREFIX, np.array([0]), np.array([1]), None, settings)[0]
+    assert untimed[D] == pytest.approx(0.5 * e(-1))
+
+
+def _loop_reference(name, train, seq, now, k, sample, spw=1.02, snh=5.0, inh=2.05):
+    """One point, by the definitions, with Python loops and dicts."""
+    pos = {}
+    for p, item in enumerate(seq, start=1):
+        pos[item] = p  # most recent position
+    L = len(seq)
+    past = []
+    for n in range(train.n_sessions):
+        s = train.items[train.offsets[n] : train.offsets[n + 1]].tolist()
+        npos = {}
+        for p, item in enumerate(s, start=1):
+            npos[item] = p
+        end = train.times[train.offsets[n + 1] - 1]
+        if set(npos) & set(pos):
+            past.append((end, n, npos))
+    past.sort(key=lambda t: (-t[0], -t[1]))
+    past = past[:sample]
+    scored = []
+    for end, n, npos in past:
+        common = set(npos) & set(pos)
+        if name == "vsknn":
+            sim = sum(pos[i] / L for i in common)
+        else:
+            sim = sum(math.exp((pos[i] - L) / spw) for i in common)
+            sim /= math.sqrt(len(pos)) * math.sqrt(len(npos))
+            sim *= math.exp(-max(now - end, 0.0) / (snh * 86400))
+        scored.append((sim, end, n, npos, common))
+    scored.sort(key=lambda t: (-t[0], -t[1]))
+    scores = np.zeros(6 if train is TRAIN else 40)
+    for sim, _, _, npos, common in scored[:k]:
+        anchor = npos[max(common, key=lambda i: pos[i])]
+        for item, p in npos.items():
+            scores[item] += sim if name == "vsknn" else sim * math.exp(-abs(p - anchor) / inh)
+    return scores
+
+
+@pytest.mark.parametrize("name", ["vsknn", "stan"])
+def test_batched_scores_equal_a_per_point_loop_on_random_sessions(name):
+    rng = np.random.default_rng(7)
+    n_items = 40
+
+    def random_sessions(n, t0):
+        seqs = [rng.integers(0, n_items, rng.integers(2, 9)).tolist() for _ in range(n)]
+        ends = t0 + np.sort(rng.uniform(0, 10 * 86400, n))
+        return _sessions(seqs, ends)
+
+    train = random_sessions(300, 0.0)
+    test = random_sessions(40, 11 * 86400.0)
+    assert any(len(set(s)) < len(s) for s in np.split(train.items, train.offsets[1:-1]))
+    index = SessionIndex.build(train.items, train.offsets, n_items, train.times)
+    current, session, _ = evaluation_points(test)
+    starts = test.offsets[session]
+    k, sample = 7, 25  # small enough that both the sample and the top-k cut
+    assert np.bincount(index.positions.indices).max() > sample  # items beyond their sample
+    if name == "vsknn":
+        got = vsknn_scores(index, test.items, starts, current, KnnSettings(k, sample))
+    else:
+        got = stan_scores(
+            index, test.items, starts, current, test.times, StanSettings(k=k, sample_size=sample)
+        )
+    for j in range(len(current)):
+        seq = test.items[starts[j] : current[j] + 1].tolist()
+        want = _loop_reference(name, train, seq, test.times[current[j]], k, sample)
+        np.testing.assert_allclose(got[j], want, rtol=1e-9, atol=1e-12, err_msg=f"point {j}")
+
+
+@pytest.mark.parametrize("name", ["vsknn", "stan"])
+def test_neighbours_find_the_next_item_where_popularity_cannot(name):
+    # train: 20 sessions A B C and 30 sessions D E (more popular); test: A B C. The next item
+    # is always among the neighbours' items (A, B, C score above D, E), never under POP.
+    train = _sessions([[A, B, C]] * 20 + [[D, E]] * 30, ends=np.arange(50.0) * 60)
+    test = _sessions([[A, B, C]], ends=[10_000.0])
+    support = np.bincount(train.items, minlength=6).astype(float)
+    res = evaluate_baseline(name, train, test, support, cutoffs=(3,))
+    assert res["recall@3"] == 1.0 and res["n_points"] == 2
+    assert evaluate_baseline("pop", train, test, support, cutoffs=(3,))["recall@3"] == 0.0
