@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from gru4rec.data import SessionData
-from gru4rec.evaluate import DEFAULT_CUTOFFS, RankingMetrics, ranks
+from gru4rec.evaluate import DEFAULT_CUTOFFS, RankingMetrics, ranks, sparse_ranks
 from gru4rec.sknn import KnnSettings, SessionIndex, StanSettings, stan_scores, vsknn_scores
 
 NAMES = ("pop", "spop", "itemknn", "vsknn", "stan")
@@ -130,13 +130,14 @@ def evaluate_baseline(
                 torch.ones(len(rows), dtype=torch.float64),
                 accumulate=True,
             )
-        elif name in ("vsknn", "stan"):
+        elif name in ("vsknn", "stan"):  # sparse scores, ranked without a dense row
             starts = test.offsets[session[a : a + batch_size]]
             if name == "vsknn":
-                dense = vsknn_scores(sessions, test.items, starts, cur)
+                sparse = vsknn_scores(sessions, test.items, starts, cur)
             else:
-                dense = stan_scores(sessions, test.items, starts, cur, test.times)
-            scores = torch.from_numpy(dense)
+                sparse = stan_scores(sessions, test.items, starts, cur, test.times)
+            all_ranks.append(sparse_ranks(sparse, target[a : a + batch_size], support, mode))
+            continue
         else:
             idx, sim = knn
             items = test.items[cur]

@@ -55,6 +55,53 @@ def ranks(
     return (greater.double() + 1.0 + equal_or_greater.double()) / 2.0
 
 
+def sparse_ranks(scores, targets: np.ndarray, secondary: np.ndarray, mode: str = "conservative"):
+    """`ranks` of a sparse score matrix (scipy CSR, points x items; an absent entry scores 0)
+    with the row-independent tie-break `secondary` (one value per item), in O(nonzeros).
+
+    Items scoring 0 are counted from `secondary`'s sorted values, not visited: the result
+    equals `ranks(scores.toarray(), targets, mode, secondary broadcast to every row)`.
+    """
+    if mode not in TIE_MODES:
+        raise ValueError(f"tie mode: expected one of {', '.join(TIE_MODES)}, found {mode!r}")
+    scores = scores.tocsr()
+    scores.eliminate_zeros()
+    scores.sort_indices()
+    m = scores.shape[0]
+    targets = np.asarray(targets, np.int64)
+    secondary = np.asarray(secondary, np.float64)
+    counts = np.diff(scores.indptr)
+    row = np.repeat(np.arange(m), counts)
+    col, val = scores.indices.astype(np.int64), scores.data
+    # each row's target score: its entry, if any
+    keys = row * scores.shape[1] + col
+    want = np.arange(m) * scores.shape[1] + targets
+    at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+    found = (at < len(keys)) & (keys[at] == want) if len(keys) else np.zeros(m, dtype=bool)
+    t = np.where(found, val[at] if len(keys) else 0.0, 0.0)
+    s = secondary[targets]
+    tie = val == t[row]
+    sec = secondary[col]
+    greater = np.bincount(row, (val > t[row]) | (tie & (sec > s[row])), minlength=m)
+    equal = np.bincount(row, tie & (sec == s[row]), minlength=m)
+    # rows whose target scores 0 tie with every item scoring 0: count those from secondary
+    ordered = np.sort(secondary)
+    above = len(ordered) - np.searchsorted(ordered, s, side="right")
+    same = np.searchsorted(ordered, s, side="right") - np.searchsorted(ordered, s, side="left")
+    nz_above = np.bincount(row, sec > s[row], minlength=m)
+    nz_same = np.bincount(row, sec == s[row], minlength=m)
+    zero = t == 0
+    greater = greater + np.where(zero, above - nz_above, 0)
+    equal = equal + np.where(zero, same - nz_same, 0)
+    if mode == "conservative":
+        out = greater + equal
+    elif mode == "standard":
+        out = greater + 1.0
+    else:
+        out = (greater + 1.0 + greater + equal) / 2.0
+    return torch.as_tensor(np.asarray(out, np.float64))
+
+
 @dataclasses.dataclass
 class RankingMetrics:
     """Accumulates Recall@k and MRR@k over evaluation points."""

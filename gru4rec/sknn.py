@@ -196,7 +196,8 @@ def _neighbours(index: SessionIndex, rows, items, weights, n_rows, sample_size, 
 
 
 def vsknn_scores(index: SessionIndex, items, starts, currents, settings=KnnSettings()):
-    """Dense (points x items) V-SKNN scores for the prefixes items[starts[j]..currents[j]]."""
+    """Sparse (points x items, CSR) V-SKNN scores of the prefixes items[starts[j]..currents[j]]
+    (an item no neighbour holds scores 0)."""
     n = len(starts)
     rows, its, pos, lengths = _prefixes(items, starts, currents, index.n_items)
     weights = pos / lengths[rows]
@@ -206,12 +207,14 @@ def vsknn_scores(index: SessionIndex, items, starts, currents, settings=KnnSetti
     neighbours = sp.csr_matrix((sim, (r, s)), shape=(n, len(index.ends)))
     binary = index.positions.copy()
     binary.data[:] = 1.0
-    return (neighbours @ binary).toarray()
+    scores = (neighbours @ binary).tocsr()
+    scores.eliminate_zeros()
+    return scores
 
 
 def stan_scores(index: SessionIndex, items, starts, currents, times=None, settings=StanSettings()):
-    """Dense (points x items) STAN scores; `times` (seconds per event of `items`) gives the
-    current event's time, without it the time decay is off."""
+    """Sparse (points x items, CSR) STAN scores; `times` (seconds per event of `items`) gives
+    the current event's time, without it the time decay is off."""
     n = len(starts)
     rows, its, pos, lengths = _prefixes(items, starts, currents, index.n_items)
     weights = np.exp((pos - lengths[rows]) / settings.lambda_spw)
@@ -240,6 +243,7 @@ def stan_scores(index: SessionIndex, items, starts, currents, times=None, settin
     # Every item of each neighbour, weighted by its distance from the anchor.
     pair, flat = _expand(s, P.indptr[:-1], np.diff(P.indptr))
     w = sim[pair] * np.exp(-np.abs(P.data[flat] - anchor[pair]) / settings.lambda_inh)
-    scores = np.zeros((n, index.n_items))
-    np.add.at(scores, (r[pair], P.indices[flat]), w)
+    scores = sp.csr_matrix((w, (r[pair], P.indices[flat])), shape=(n, index.n_items))
+    scores.sum_duplicates()
+    scores.eliminate_zeros()
     return scores

@@ -10,6 +10,7 @@ import pytest
 
 from gru4rec.baselines import evaluate_baseline, evaluation_points
 from gru4rec.data import SessionData
+from gru4rec.evaluate import ranks, sparse_ranks
 from gru4rec.sknn import KnnSettings, SessionIndex, StanSettings, stan_scores, vsknn_scores
 
 A, B, C, D, E, F = range(6)
@@ -31,20 +32,21 @@ PREFIX = np.array([A, B])  # the current session so far: A then B
 
 
 def test_vsknn_scores_by_hand():
-    got = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]))[0]
+    got = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1])).toarray()[0]
     # weights A: 1/2, B: 2/2; dot with (A B C) = 1.5, with (B D) = 1, (E F) shares nothing
     assert got == pytest.approx([1.5, 2.5, 1.5, 1.0, 0.0, 0.0])
-    one = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]), KnnSettings(k=1))[0]
+    one = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]), KnnSettings(k=1)).toarray()[0]
     assert one == pytest.approx([1.5, 1.5, 1.5, 0.0, 0.0, 0.0])  # the nearest only
     # a sample of 1: the most recent session sharing an item is (B D), ending at t=200
-    recent = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]), KnnSettings(100, 1))[0]
+    recent = vsknn_scores(INDEX, PREFIX, np.array([0]), np.array([1]), KnnSettings(100, 1))
+    recent = recent.toarray()[0]
     assert recent == pytest.approx([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
 
 
 def test_stan_scores_by_hand():
     settings = StanSettings(lambda_spw=1.0, lambda_snh=1000 / 86400, lambda_inh=1.0)
     times = np.array([999.0, 1000.0])  # the current event (B) at t=1000
-    got = stan_scores(INDEX, PREFIX, np.array([0]), np.array([1]), times, settings)[0]
+    got = stan_scores(INDEX, PREFIX, np.array([0]), np.array([1]), times, settings).toarray()[0]
     e = math.exp
     sim0 = (e(-1) + 1) / (math.sqrt(2) * math.sqrt(3)) * e(-900 / 1000)  # (A B C), t=100
     sim1 = 1 / (math.sqrt(2) * math.sqrt(2)) * e(-800 / 1000)  # (B D), t=200
@@ -52,7 +54,7 @@ def test_stan_scores_by_hand():
     want = [sim0 * e(-1), sim0 + sim1, sim0 * e(-1), sim1 * e(-1), 0.0, 0.0]
     assert got == pytest.approx(want)
     # without times the time decay is off
-    untimed = stan_scores(INDEX, PREFIX, np.array([0]), np.array([1]), None, settings)[0]
+    untimed = stan_scores(INDEX, PREFIX, np.array([0]), np.array([1]), None, settings).toarray()[0]
     assert untimed[D] == pytest.approx(0.5 * e(-1))
 
 
@@ -116,6 +118,7 @@ def test_batched_scores_equal_a_per_point_loop_on_random_sessions(name):
         got = stan_scores(
             index, test.items, starts, current, test.times, StanSettings(k=k, sample_size=sample)
         )
+    got = got.toarray()
     for j in range(len(current)):
         seq = test.items[starts[j] : current[j] + 1].tolist()
         want = _loop_reference(name, train, seq, test.times[current[j]], k, sample)
@@ -132,3 +135,23 @@ def test_neighbours_find_the_next_item_where_popularity_cannot(name):
     res = evaluate_baseline(name, train, test, support, cutoffs=(3,))
     assert res["recall@3"] == 1.0 and res["n_points"] == 2
     assert evaluate_baseline("pop", train, test, support, cutoffs=(3,))["recall@3"] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["conservative", "standard", "median"])
+def test_sparse_ranks_equal_dense_ranks_with_ties_and_unscored_targets(mode):
+    import scipy.sparse as sp
+    import torch
+
+    rng = np.random.default_rng(3)
+    m, n = 200, 60
+    dense = np.where(rng.random((m, n)) < 0.1, rng.integers(1, 4, (m, n)) / 2.0, 0.0)
+    secondary = rng.integers(0, 5, n).astype(float)  # ties in the tie-break too
+    targets = rng.integers(0, n, m)
+    targets[:50] = np.argmax(dense[:50], axis=1)  # some targets scored, tied with others
+    assert (dense[np.arange(m), targets] == 0).sum() > 20  # unscored targets occur
+    want = ranks(
+        torch.as_tensor(dense), torch.as_tensor(targets), mode,
+        torch.as_tensor(secondary).expand(m, n),
+    )  # fmt: skip
+    got = sparse_ranks(sp.csr_matrix(dense), targets, secondary, mode)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
