@@ -12,8 +12,9 @@
 - V-SKNN, STAN: session-based nearest neighbours (`gru4rec.sknn`), the strong baselines of
             the published comparisons of session-based algorithms.
 
-Every baseline scores all items; ranks use the evaluation's tie mode on the primary score,
-with popularity as the declared tie-break.
+Every baseline scores all items (sparsely: an item without a score scores 0); ranks use the
+evaluation's tie mode on the primary score, with popularity as the declared tie-break
+(`evaluate.sparse_ranks`, which never builds a dense row).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from gru4rec.data import SessionData
-from gru4rec.evaluate import DEFAULT_CUTOFFS, RankingMetrics, ranks, sparse_ranks
+from gru4rec.evaluate import DEFAULT_CUTOFFS, RankingMetrics, sparse_ranks
 from gru4rec.sknn import KnnSettings, SessionIndex, StanSettings, stan_scores, vsknn_scores
 
 NAMES = ("pop", "spop", "itemknn", "vsknn", "stan")
@@ -96,9 +97,9 @@ def evaluate_baseline(
     if name not in NAMES:
         raise ValueError(f"baseline: expected one of {', '.join(NAMES)}, found {name!r}")
     n_items = len(support)
-    if batch_size is None:  # dense score rows: keep each batch's matrix near 64 MB
-        batch_size = max(16, min(1024, 8_000_000 // n_items))
-    pop = torch.as_tensor(np.asarray(support, dtype=np.float64))
+    if batch_size is None:
+        batch_size = 4096
+    support = np.asarray(support, dtype=np.float64)
     current, session, target = evaluation_points(test)
     if name == "itemknn" and knn is None:
         knn = item_knn(train, n_items)
@@ -112,42 +113,31 @@ def evaluate_baseline(
     all_ranks = []
     for a in range(0, len(current), batch_size):
         cur = current[a : a + batch_size]
-        tgt = torch.as_tensor(target[a : a + batch_size])
         m = len(cur)
-        secondary = pop.expand(m, n_items)
-        if name == "pop":
-            scores = secondary
-            secondary = None
+        starts = test.offsets[session[a : a + batch_size]]
+        if name == "pop":  # no primary score: popularity ranks everything
+            scores = sp.csr_matrix((m, n_items))
         elif name == "spop":
-            scores = torch.zeros(m, n_items, dtype=torch.float64)
-            starts = test.offsets[session[a : a + batch_size]]
             # counts of the items seen so far in each point's session (prefix incl. current)
             counts = cur - starts + 1
             rows = np.repeat(np.arange(m), counts)
             pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-            scores.index_put_(
-                (torch.as_tensor(rows), torch.as_tensor(test.items[pos])),
-                torch.ones(len(rows), dtype=torch.float64),
-                accumulate=True,
-            )
-        elif name in ("vsknn", "stan"):  # sparse scores, ranked without a dense row
-            starts = test.offsets[session[a : a + batch_size]]
-            if name == "vsknn":
-                sparse = vsknn_scores(sessions, test.items, starts, cur)
-            else:
-                sparse = stan_scores(sessions, test.items, starts, cur, test.times)
-            all_ranks.append(sparse_ranks(sparse, target[a : a + batch_size], support, mode))
-            continue
+            scores = sp.csr_matrix(
+                (np.ones(len(rows)), (rows, test.items[pos])), shape=(m, n_items)
+            )  # duplicates summed: the counts
+        elif name == "vsknn":
+            scores = vsknn_scores(sessions, test.items, starts, cur)
+        elif name == "stan":
+            scores = stan_scores(sessions, test.items, starts, cur, test.times)
         else:
             idx, sim = knn
             items = test.items[cur]
-            scores = torch.zeros(m, n_items, dtype=torch.float64)
             nb = idx[items]
             rows, slots = np.nonzero(nb >= 0)  # padding (-1) names no item
-            scores.index_put_(
-                (torch.as_tensor(rows), torch.as_tensor(nb[rows, slots])),
-                torch.as_tensor(sim[items][rows, slots]),
+            scores = sp.csr_matrix(
+                (sim[items][rows, slots], (rows, nb[rows, slots])), shape=(m, n_items)
             )
-        all_ranks.append(ranks(scores, tgt, mode, secondary))
+        # sparse scores (absent: 0), popularity the tie-break, ranked in O(nonzeros)
+        all_ranks.append(sparse_ranks(scores, target[a : a + batch_size], support, mode))
     metrics.add(torch.cat(all_ranks))
     return metrics.result()
