@@ -82,6 +82,19 @@ def item_knn(
     return idx, sim
 
 
+def _batches(cost: np.ndarray, budget: float, max_points: int):
+    """Consecutive (start, end) ranges of points, each of total `cost` <= `budget` (a point
+    costing more goes alone) and at most `max_points` points."""
+    out, a, n = [], 0, len(cost)
+    cum = np.concatenate([[0.0], np.cumsum(cost)])
+    while a < n:
+        b = int(np.searchsorted(cum, cum[a] + budget, side="right")) - 1
+        b = min(max(b, a + 1), a + max_points, n)
+        out.append((a, b))
+        a = b
+    return out
+
+
 def evaluate_baseline(
     name: str,
     train: SessionData,
@@ -103,18 +116,22 @@ def evaluate_baseline(
     current, session, target = evaluation_points(test)
     if name == "itemknn" and knn is None:
         knn = item_knn(train, n_items)
+    cost = np.ones(len(current))
+    budget = float(batch_size)
     if name in ("vsknn", "stan"):
         if sessions is None:
             sessions = SessionIndex.build(train.items, train.offsets, n_items, train.times)
-        # each point weighs up to sample_size candidate sessions: bound a batch's pairs
+        # a point's work is up to (its prefix's items x sample_size) candidate pairs: bound a
+        # batch's total, so long sessions make smaller batches instead of a memory spike
         sample = (KnnSettings() if name == "vsknn" else StanSettings()).sample_size
-        batch_size = max(16, min(batch_size, 2_000_000 // sample))
+        cost = (current - test.offsets[session] + 1).astype(np.float64) * sample
+        budget = 4_000_000.0
     metrics = RankingMetrics(tuple(cutoffs))
     all_ranks = []
-    for a in range(0, len(current), batch_size):
-        cur = current[a : a + batch_size]
+    for a, b in _batches(cost, budget, batch_size):
+        cur = current[a:b]
         m = len(cur)
-        starts = test.offsets[session[a : a + batch_size]]
+        starts = test.offsets[session[a:b]]
         if name == "pop":  # no primary score: popularity ranks everything
             scores = sp.csr_matrix((m, n_items))
         elif name == "spop":
@@ -138,6 +155,6 @@ def evaluate_baseline(
                 (sim[items][rows, slots], (rows, nb[rows, slots])), shape=(m, n_items)
             )
         # sparse scores (absent: 0), popularity the tie-break, ranked in O(nonzeros)
-        all_ranks.append(sparse_ranks(scores, target[a : a + batch_size], support, mode))
+        all_ranks.append(sparse_ranks(scores, target[a:b], support, mode))
     metrics.add(torch.cat(all_ranks))
     return metrics.result()

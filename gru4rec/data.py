@@ -205,7 +205,10 @@ def _read_pipeline_parquet(path: Path) -> pd.DataFrame:
 def _seconds(ts: pd.Series) -> np.ndarray:
     """Timestamps as float64 seconds since the epoch, whatever their unit."""
     naive = ts.dt.tz_convert("UTC").dt.tz_localize(None) if ts.dt.tz else ts
-    return naive.astype("datetime64[ns]").astype("int64").to_numpy() / 1e9
+    micros = naive.to_numpy().astype("datetime64[us]")  # any unit, no overflow before 294k AD
+    out = micros.astype(np.int64) / 1e6
+    out[np.isnat(micros)] = np.nan
+    return out
 
 
 def build_sessions(frame: pd.DataFrame, item_map: ItemMap, name: str = "data") -> SessionData:

@@ -58,15 +58,20 @@ def ranks(
 def sparse_ranks(scores, targets: np.ndarray, secondary: np.ndarray, mode: str = "conservative"):
     """`ranks` of a sparse score matrix (scipy CSR, points x items; an absent entry scores 0)
     with the row-independent tie-break `secondary` (one value per item), in O(nonzeros).
+    Scores must be >= 0 (a negative one is refused).
 
     Items scoring 0 are counted from `secondary`'s sorted values, not visited: the result
     equals `ranks(scores.toarray(), targets, mode, secondary broadcast to every row)`.
     """
     if mode not in TIE_MODES:
         raise ValueError(f"tie mode: expected one of {', '.join(TIE_MODES)}, found {mode!r}")
-    scores = scores.tocsr()
+    scores = scores.tocsr(copy=True)  # the caller's matrix stays as it was
+    scores.sum_duplicates()  # canonical: one sorted entry per (row, item)
     scores.eliminate_zeros()
-    scores.sort_indices()
+    if scores.nnz and scores.data.min() < 0:
+        raise ValueError(
+            f"sparse_ranks: expected scores >= 0 (absent items score 0), found {scores.data.min()}"
+        )
     m = scores.shape[0]
     targets = np.asarray(targets, np.int64)
     secondary = np.asarray(secondary, np.float64)

@@ -72,13 +72,15 @@ class SessionIndex:
     positions: sp.csr_matrix  # value: the item's most recent position in the session
     ends: np.ndarray  # float64, ascending: each session's last event time (or input order)
     sizes: np.ndarray  # distinct items per session
+    timed: bool = True  # ends are times (False: input order, and STAN's time decay is off)
     _recent: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, items: np.ndarray, offsets: np.ndarray, n_items: int, times=None):
         lengths = np.diff(offsets)
         n = len(lengths)
-        if times is not None and len(times) == len(items):
+        timed = times is not None and len(times) == len(items)
+        if timed:
             ends = np.asarray(times, np.float64)[offsets[1:] - 1]
         else:  # no times: sessions are in time order (data.build_sessions)
             ends = np.arange(n, dtype=np.float64)
@@ -92,7 +94,8 @@ class SessionIndex:
             (pos.astype(np.float64), (rows, cols)), shape=(n, n_items), dtype=np.float64
         )
         positions.sort_indices()
-        return cls(positions, ends[order], np.diff(positions.indptr).astype(np.float64))
+        sizes = np.diff(positions.indptr).astype(np.float64)
+        return cls(positions, ends[order], sizes, timed)
 
     @property
     def n_items(self) -> int:
@@ -214,12 +217,14 @@ def vsknn_scores(index: SessionIndex, items, starts, currents, settings=KnnSetti
 
 def stan_scores(index: SessionIndex, items, starts, currents, times=None, settings=StanSettings()):
     """Sparse (points x items, CSR) STAN scores; `times` (seconds per event of `items`) gives
-    the current event's time, without it the time decay is off."""
+    the current event's time; without it, or without times in the index, the time decay is
+    off."""
     n = len(starts)
     rows, its, pos, lengths = _prefixes(items, starts, currents, index.n_items)
     weights = np.exp((pos - lengths[rows]) / settings.lambda_spw)
     distinct = np.bincount(rows, minlength=n).astype(np.float64)
-    now = np.asarray(times, np.float64)[currents] if times is not None else None
+    timed = times is not None and index.timed  # both sides' times, or no time decay
+    now = np.asarray(times, np.float64)[currents] if timed else None
     snh = settings.lambda_snh * DAY_SECONDS
 
     def similarity(r, s, dot):

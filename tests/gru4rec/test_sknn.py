@@ -155,3 +155,47 @@ def test_sparse_ranks_equal_dense_ranks_with_ties_and_unscored_targets(mode):
     )  # fmt: skip
     got = sparse_ranks(sp.csr_matrix(dense), targets, secondary, mode)
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_sparse_ranks_sums_duplicates_and_refuses_negative_scores():
+    import scipy.sparse as sp
+
+    dup = sp.csr_matrix(
+        (np.array([1.0, 1.0, 1.5]), np.array([0, 0, 1]), np.array([0, 3])), shape=(1, 3)
+    )  # item 0 twice: 2.0 in all, above item 1's 1.5
+    assert sparse_ranks(dup, np.array([1]), np.zeros(3)).tolist() == [2.0]
+    assert dup.nnz == 3  # the caller's matrix is left as it was
+    with pytest.raises(ValueError, match="expected scores >= 0"):
+        sparse_ranks(sp.csr_matrix(np.array([[-1.0, 0, 0]])), np.array([0]), np.zeros(3))
+
+
+def test_batches_bound_the_work_of_long_sessions():
+    from gru4rec.baselines import _batches
+
+    cost = np.array([1.0] * 10 + [50.0] + [1.0] * 5)
+    got = _batches(cost, 10.0, 4)
+    assert [b - a for a, b in got] == [4, 4, 2, 1, 4, 1]  # the costly point goes alone
+    assert got[0][0] == 0 and got[-1][1] == len(cost)
+    assert all(a2 == b1 for (_, b1), (a2, _) in zip(got, got[1:], strict=False))
+
+
+def test_stan_time_decay_is_off_when_the_index_has_no_times():
+    untimed = SessionIndex.build(TRAIN.items, TRAIN.offsets, 6, None)
+    times = np.array([999.0, 1000.0])
+    timed_test = stan_scores(untimed, PREFIX, np.array([0]), np.array([1]), times).toarray()
+    no_times = stan_scores(untimed, PREFIX, np.array([0]), np.array([1]), None).toarray()
+    assert timed_test.max() > 0
+    np.testing.assert_allclose(timed_test, no_times)
+
+
+def test_seconds_of_any_unit_and_zone_without_overflow():
+    import pandas as pd
+    import pyarrow as pa
+
+    from gru4rec.data import _seconds
+
+    far = pa.table({"ts": pa.array([10**16, None], pa.timestamp("us"))}).to_pandas()["ts"]
+    got = _seconds(far)
+    assert got[0] == 10**10 and np.isnan(got[1])  # year ~2286; a missing time is NaN
+    berlin = pd.Series(pd.to_datetime(["2026-01-01 01:00"]).tz_localize("Europe/Berlin"))
+    assert _seconds(berlin)[0] == pd.Timestamp("2026-01-01 00:00", tz="UTC").timestamp()
