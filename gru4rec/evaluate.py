@@ -55,6 +55,24 @@ def ranks(
     return (greater.double() + 1.0 + equal_or_greater.double()) / 2.0
 
 
+def csr_keys(matrix) -> np.ndarray:
+    """The (row, column) of every entry of a canonical CSR matrix as one sorted int64 key."""
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    return rows * matrix.shape[1] + matrix.indices.astype(np.int64)
+
+
+def csr_lookup(matrix, rows, cols, keys: np.ndarray | None = None):
+    """(found, value) of each (row, column) pair in a canonical CSR matrix (sorted indices, no
+    duplicates); `keys` (its `csr_keys`) when the caller keeps them."""
+    keys = csr_keys(matrix) if keys is None else keys
+    want = np.asarray(rows, np.int64) * matrix.shape[1] + np.asarray(cols, np.int64)
+    if len(keys) == 0:
+        return np.zeros(len(want), dtype=bool), np.zeros(len(want))
+    at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+    found = keys[at] == want
+    return found, np.where(found, matrix.data[at], 0.0)
+
+
 def sparse_ranks(scores, targets: np.ndarray, secondary: np.ndarray, mode: str = "conservative"):
     """`ranks` of a sparse score matrix (scipy CSR, points x items; an absent entry scores 0)
     with the row-independent tie-break `secondary` (one value per item), in O(nonzeros).
@@ -78,12 +96,7 @@ def sparse_ranks(scores, targets: np.ndarray, secondary: np.ndarray, mode: str =
     counts = np.diff(scores.indptr)
     row = np.repeat(np.arange(m), counts)
     col, val = scores.indices.astype(np.int64), scores.data
-    # each row's target score: its entry, if any
-    keys = row * scores.shape[1] + col
-    want = np.arange(m) * scores.shape[1] + targets
-    at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-    found = (at < len(keys)) & (keys[at] == want) if len(keys) else np.zeros(m, dtype=bool)
-    t = np.where(found, val[at] if len(keys) else 0.0, 0.0)
+    _, t = csr_lookup(scores, np.arange(m), targets)  # each row's target score (absent: 0)
     s = secondary[targets]
     tie = val == t[row]
     sec = secondary[col]

@@ -34,6 +34,8 @@ import dataclasses
 import numpy as np
 import scipy.sparse as sp
 
+from gru4rec.evaluate import csr_keys, csr_lookup
+
 DAY_SECONDS = 86_400.0
 
 
@@ -74,6 +76,15 @@ class SessionIndex:
     sizes: np.ndarray  # distinct items per session
     timed: bool = True  # ends are times (False: input order, and STAN's time decay is off)
     _recent: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    _keys: np.ndarray = dataclasses.field(init=False, compare=False, repr=False)
+    _binary: sp.csr_matrix = dataclasses.field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # derived once, read by every batch: the entries' keys and the 0/1 session matrix
+        object.__setattr__(self, "_keys", csr_keys(self.positions))
+        binary = self.positions.copy()
+        binary.data[:] = 1.0
+        object.__setattr__(self, "_binary", binary)
 
     @classmethod
     def build(cls, items: np.ndarray, offsets: np.ndarray, n_items: int, times=None):
@@ -112,10 +123,8 @@ class SessionIndex:
         if sample_size not in self._recent:
             by_item = self.positions.T.tocsr()
             by_item.sort_indices()
-            counts = np.diff(by_item.indptr)
-            rank = np.arange(by_item.nnz) - np.repeat(by_item.indptr[:-1], counts)
-            keep = rank >= np.repeat(counts, counts) - sample_size  # the last ones: most recent
-            item = np.repeat(np.arange(by_item.shape[0]), counts)[keep]
+            keep = _last_per_row(by_item, sample_size)  # the last ones: most recent
+            item = np.repeat(np.arange(by_item.shape[0]), np.diff(by_item.indptr))[keep]
             self._recent[sample_size] = sp.csr_matrix(
                 (np.ones(int(keep.sum())), (item, by_item.indices[keep])), shape=by_item.shape
             )
@@ -123,12 +132,19 @@ class SessionIndex:
 
     def holds(self, sessions: np.ndarray, items: np.ndarray):
         """(held, position) of each (session, item) pair."""
-        P = self.positions
-        stored = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr)) * self.n_items + P.indices
-        keys = sessions * self.n_items + items
-        at = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
-        held = stored[at] == keys
-        return held, np.where(held, P.data[at], 0.0)
+        return csr_lookup(self.positions, sessions, items, self._keys)
+
+    @property
+    def binary(self) -> sp.csr_matrix:
+        """(session x item) 0/1: which items each session holds."""
+        return self._binary
+
+
+def _last_per_row(matrix: sp.csr_matrix, limit: int) -> np.ndarray:
+    """Mask of each row's last `limit` entries (CSR with sorted indices: the largest columns)."""
+    counts = np.diff(matrix.indptr)
+    rank = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], counts)
+    return rank >= np.repeat(counts, counts) - limit
 
 
 def _prefixes(items, starts, currents, n_items):
@@ -188,10 +204,8 @@ def _neighbours(index: SessionIndex, rows, items, weights, n_rows, sample_size, 
     query = sp.csr_matrix((weights, (rows, items)), shape=(n_rows, index.n_items))
     dots = (query @ index.recent_sessions(sample_size)).tocsr()
     dots.sort_indices()
-    counts = np.diff(dots.indptr)
-    rank = np.arange(dots.nnz) - np.repeat(dots.indptr[:-1], counts)
-    recent = rank >= np.repeat(counts, counts) - sample_size  # the row's most recent sessions
-    r = np.repeat(np.arange(n_rows), counts)[recent]
+    recent = _last_per_row(dots, sample_size)  # the row's most recent sessions
+    r = np.repeat(np.arange(n_rows), np.diff(dots.indptr))[recent]
     s = dots.indices[recent].astype(np.int64)
     sim = sim_fn(r, s, dots.data[recent])
     near = _top_per_row(r, sim, s.astype(np.float64), k) & (sim > 0)
@@ -208,9 +222,7 @@ def vsknn_scores(index: SessionIndex, items, starts, currents, settings=KnnSetti
         index, rows, its, weights, n, settings.sample_size, settings.k, lambda r, s, d: d
     )
     neighbours = sp.csr_matrix((sim, (r, s)), shape=(n, len(index.ends)))
-    binary = index.positions.copy()
-    binary.data[:] = 1.0
-    scores = (neighbours @ binary).tocsr()
+    scores = (neighbours @ index.binary).tocsr()
     scores.eliminate_zeros()
     return scores
 
