@@ -51,9 +51,9 @@ each of D's sessions' top-k next-item recommendations to `recommendations/dt=D/`
 | build_datasets | Spark: filter + time split of the training window -> `datasets/run=D` | retried |
 | popularity | Spark: item index + sampling weights | retried |
 | validate_datasets | GX suites `datasets` (coverage, no leakage) and `item_index` | **fails fast** |
-| train | GRU4Rec on the `gpu` queue/pool (CPU when no GPU) -> `models/run=D` | retried |
-| evaluate | **promotion gate** vs the live model on tonight's test (`gpu` queue/pool) | retried |
-| score | top-k per session of D with the serving model, staged, not visible (`gpu` queue/pool) | retried |
+| train | GRU4Rec on the `gpu` queue/pool (CPU when no GPU) -> `models/run=D`: full, or (`train_mode` incremental) warm-started from the serving model on the sessions it has not seen, fully retrained every `full_retrain_every` nights | retried |
+| evaluate | **promotion gate** vs the live model on tonight's test, and the floor: the best baseline (`gpu` queue/pool) | retried |
+| score | top-k per session of D with the serving model, staged, not visible (`gpu` queue/pool); **skipped** (and so are the next two) when no model serves D: a first night below the floor | retried |
 | validate_recommendations | GX suite `recommendations` on the staged table | **fails fast** |
 | publish | atomic swap of `recommendations/dt=D` | retried |
 
@@ -225,7 +225,9 @@ def gru4rec_nightly():
     def train(**context) -> str:
         night = _night(context)
         out = commands.new_model_dir(night)  # a new immutable version, also on a retry
-        _run(commands.train(night, out))
+        plan = commands.train_plan(night)
+        print(f"training {plan['mode']}: {plan['reason']}")
+        _run(commands.train(night, out, plan))
         return out
 
     @task(outlets=[MODEL], **ON_GPU)
@@ -240,21 +242,28 @@ def gru4rec_nightly():
             extra={
                 "date": night.day,
                 "promoted": decision["promoted"],
+                "flagged": decision["flagged"],
                 "serving_model": decision["serving_model"],
                 "reason": decision["reason"],
+                "floor": {
+                    k: decision["floor"].get(k)
+                    for k in ("passed", "best_baseline", "baseline", "candidate", "floor")
+                },
             },
         )
 
     @task(**ON_GPU)
     def score(**context) -> str:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from jobs.common.errors import PipelineError
-        from jobs.nightly.promote import serving_model
+        from jobs.nightly.promote import NoServingModel, serving_model
 
         night = _night(context)
         try:
             model = serving_model(night.lake, night.day)
+        except NoServingModel as exc:  # a first night below the floor: nothing to publish
+            raise AirflowSkipException(str(exc)) from None
         except PipelineError as exc:  # no decision for D: retrying cannot help
             raise AirflowFailException(f"no serving model: {exc}") from None
         staged = commands.new_scored_dir(night)

@@ -63,7 +63,41 @@ def _train(sub, fmt) -> None:
         help="override one parameter (repeatable), e.g. --set n_epochs=5 --set layers=200",
     )
     t.add_argument("--device", help="cpu, cuda, cuda:N or auto; none: the config's (auto)")
-    t.add_argument("--resume", help="continue training from this checkpoint (file or run dir)")
+    start = t.add_mutually_exclusive_group()
+    start.add_argument(
+        "--resume",
+        help="continue training from this checkpoint (file or run dir) on the same data and "
+        "item index, up to n_epochs in all",
+    )
+    start.add_argument(
+        "--warm-start",
+        help="incremental training: continue this checkpoint's weights and optimizer for "
+        "n_epochs on the sessions of --train it has not seen; items new in --train are "
+        "appended to its item index",
+    )
+    t.add_argument(
+        "--select-epochs",
+        nargs=2,
+        metavar=("TRAIN_TR", "VALID"),
+        help="choose the number of epochs first: train on TRAIN_TR for up to n_epochs, "
+        "evaluating on VALID after each (stopping after --patience epochs without a gain), "
+        "then train on --train for the best number of epochs",
+    )
+    t.add_argument(
+        "--select-by", default="mrr@20", help="with --select-epochs: the metric to maximise"
+    )
+    t.add_argument(
+        "--patience",
+        type=int,
+        default=2,
+        help="with --select-epochs: stop after this many epochs without a better metric",
+    )
+    t.add_argument(
+        "--fallback-full",
+        action="store_true",
+        help="with --warm-start: when the checkpoint is refused (another configuration, no "
+        "recorded data range), train a full model instead and record why",
+    )
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument(
         "--no-baselines",

@@ -33,7 +33,7 @@ from gru4rec.data import (
     popularity_path_for,
     read_events,
 )
-from gru4rec.errors import Gru4RecError
+from gru4rec.errors import Gru4RecError, NoInputError
 from gru4rec.evaluate import evaluate_model
 from gru4rec.outdir import RunDir
 from gru4rec.report import write_report
@@ -151,7 +151,69 @@ def _train_metrics(args, cfg, trainer, history, train_seconds, sampling, train) 
     }
 
 
+def select_epochs(args, cfg: Config, item_map: ItemMap, table) -> dict:
+    """`--select-epochs TRAIN_TR VALID`: the number of epochs to train on --train."""
+    from gru4rec.selection import choose_epochs
+
+    tr_path, valid_path = args.select_epochs
+    try:
+        train_tr = load_split(tr_path, item_map, "train_tr")
+        valid = load_split(valid_path, item_map, "valid")
+    except NoInputError as exc:  # e.g. a window too short for a validation day
+        log.warning("epoch selection skipped, training %d epochs: %s", cfg.n_epochs, exc)
+        return {"metric": args.select_by, "best_epochs": cfg.n_epochs, "skipped": str(exc)}
+    weights = table.weights if table is not None else None
+    out = choose_epochs(
+        cfg, item_map, train_tr, valid, args.select_by, args.patience,
+        weights=weights, cutoffs=args.cutoffs, ties=args.ties, progress=args.progress,
+    )  # fmt: skip
+    out["data"] = {**data_summary("train_tr", train_tr), **data_summary("valid", valid)}
+    return out
+
+
+def _warm_trainer(args, cfg, train_frame, item_map, table):
+    """(trainer, training frame, grown item map, warm-start record) of `--warm-start`."""
+    from gru4rec import incremental as inc
+
+    source = ckpt.Checkpoint(args.warm_start)
+    ws = inc.warm_start(source, cfg, item_map, resolve_device(cfg.device))
+    frame = inc.unseen_sessions(train_frame, ws.seen, str(source.path))
+    weights = table.weights if table is not None else None
+    if weights is not None:
+        weights = inc.grown_weights(weights, item_map, ws.item_map)
+    grown_cfg = dataclasses.replace(cfg, n_epochs=ws.epochs_done + cfg.n_epochs)
+    trainer = Trainer(
+        grown_cfg, ws.item_map, model=ws.model, optimizer=ws.optimizer,
+        epochs_done=ws.epochs_done, sample_weights=weights,
+    )  # fmt: skip
+    record = {
+        "from": str(source.path),
+        "epochs_before": ws.epochs_done,
+        "known_items": len(source.item_map),
+        "new_items": ws.new_items,
+        "seen_before": ws.seen,
+        "sessions_trained": int(frame["session_id"].nunique()),
+        "events_trained": int(len(frame)),
+        "events_in_split": int(len(train_frame)),
+    }
+    return trainer, frame, ws, record
+
+
+def _unseen_data(frame, item_map: ItemMap) -> SessionData | None:
+    """A warm start's training sessions; None when there is nothing new (0 epochs then)."""
+    if frame.empty:
+        log.warning("warm start: no session the model has not seen; training 0 epochs")
+        return None
+    try:
+        return build_sessions(frame, item_map, "train (unseen sessions)")
+    except NoInputError as exc:
+        log.warning("warm start: nothing to train on (%s); training 0 epochs", exc)
+        return None
+
+
 def cmd_train(args) -> int:
+    from gru4rec import incremental as inc
+
     resumed = ckpt.Checkpoint(args.resume) if args.resume else None
     cfg = _train_config(args, resumed)
     train_frame = read_events(args.train)
@@ -163,21 +225,59 @@ def cmd_train(args) -> int:
         "source": table.source if table is not None else "support^sample_alpha of the train split",
         "alpha": cfg.sample_alpha,
     }
-    train = build_sessions(train_frame, item_map, "train")
+    warm = None
+    seen = resumed.extra.get("data_range") if resumed is not None else None
+    lineage = (resumed.extra.get("lineage") if resumed is not None else None) or {
+        "full": str(args.out),
+        "warm_starts": 0,
+    }
+    refused = None
+    window_frame = train_frame  # the whole split: baselines, summaries
+    if args.warm_start:
+        try:
+            trainer, train_frame, ws, warm = _warm_trainer(args, cfg, train_frame, item_map, table)
+            item_map, seen, lineage = ws.item_map, ws.seen, ws.lineage
+        except ckpt.CheckpointError as exc:
+            if not args.fallback_full:
+                raise
+            refused = str(exc)
+            log.warning("warm start refused, training a full model instead: %s", exc)
+    selection = None
+    if warm is None:
+        if args.select_epochs and resumed is None:
+            selection = select_epochs(args, cfg, item_map, table)
+            cfg = dataclasses.replace(cfg, n_epochs=selection["best_epochs"])
+        trainer = _trainer(cfg, item_map, resumed, table)
+    if warm is None and resumed is None:
+        lineage["epochs"] = cfg.n_epochs  # what the lineage's warm starts train for
+    seen = inc.merge_ranges(seen, inc.data_range(train_frame))
+    train = build_sessions(window_frame, item_map, "train")
+    fit_on = train
+    if warm is not None:
+        fit_on = _unseen_data(train_frame, item_map)
+        warm["trained_pairs"] = fit_on.n_pairs if fit_on is not None else 0
     test = load_split(args.test, item_map, "test") if args.test else None
-    trainer = _trainer(cfg, item_map, resumed, table)
-    log.info("training on %s: %s", trainer.device, json.dumps(cfg.to_dict()))
+    log.info("training on %s: %s", trainer.device, json.dumps(trainer.cfg.to_dict()))
     with RunDir(args.out) as stage:
         t0 = time.perf_counter()
-        history = trainer.fit(train, args.progress)
+        history = trainer.fit(fit_on, args.progress) if fit_on is not None else []
         seconds = time.perf_counter() - t0
+        extra = {"sampling": sampling, "data_range": seen, "lineage": lineage}
         ckpt.save(
             stage / ckpt.FILENAME, trainer.model, item_map, trainer.optimizer,
-            trainer.epochs_done, extra={"sampling": sampling},
+            trainer.epochs_done, extra=extra,
         )  # fmt: skip
+        cfg = trainer.cfg
         (stage / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         item_map.to_frame().to_parquet(stage / "items.parquet", index=False)
         metrics = _train_metrics(args, cfg, trainer, history, seconds, sampling, train)
+        metrics.update(mode="incremental" if warm else "full", data_range=seen, lineage=lineage)
+        if warm:
+            metrics["warm_start"] = warm
+        if refused:
+            metrics["warm_start_refused"] = refused
+        if selection:
+            metrics["epoch_selection"] = selection
         if test is not None:
             result = evaluate_model(trainer.model, test, args.cutoffs, args.ties)
             _log_metrics("GRU4Rec", result)

@@ -44,6 +44,11 @@ class SampleStore:
         self._store: torch.Tensor | None = None
         self._next = self.rows
 
+    def reseed(self, seed: int) -> None:
+        """Restart the draws from `seed`: the next row comes from a fresh store."""
+        self.generator.manual_seed(seed)
+        self._next = self.rows
+
     def redraw(self) -> None:
         u = torch.rand(
             self.rows * self.n_sample,

@@ -84,8 +84,6 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
             tune_allocator()
-        # dropout draws from the global generator; a resumed run continues with other masks
-        torch.manual_seed(cfg.seed + 1_000_003 * epochs_done)
         if model is None:
             model = GRU4RecModel(cfg, len(item_map), self.device)
             model.init_weights(cfg.seed)
@@ -275,8 +273,18 @@ class Trainer:
             self._schedule = (data, session_parallel(data.offsets, self.cfg.batch_size))
         return self._schedule[1]
 
+    def _seed_epoch(self) -> None:
+        """Every epoch's randomness (dropout masks, extra samples) is a function of the seed
+        and the epoch number only: a run resumed or warm-started after epoch e draws exactly
+        what an uninterrupted run draws in epoch e + 1."""
+        e = self.epochs_done
+        torch.manual_seed(self.cfg.seed + 1_000_003 * e)  # dropout: the global generator
+        if self.store is not None:
+            self.store.reseed(self.cfg.seed + 7919 * e + 1)
+
     def train_epoch(self, data: SessionData, progress: bool | None = None) -> EpochStats:
         cfg = self.cfg
+        self._seed_epoch()
         sched = self.schedule(data)
         items = torch.as_tensor(data.items, device=self.device)
         pos = torch.as_tensor(sched.positions, device=self.device)

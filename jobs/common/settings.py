@@ -135,9 +135,20 @@ class TrainSettings:
     epochs: int = 10
     model_overrides: tuple = ()  # extra `key=value` GRU4Rec parameters
     device: str = "auto"  # auto: a CUDA GPU when torch sees one, else the CPU
+    # full: every night from scratch on the window; incremental: warm-start the serving model
+    # on the sessions it has not seen, `epochs` epochs, with a full retrain every `full_every`
+    # nights (and whenever there is nothing to warm-start from)
+    mode: str = "full"
+    full_every: int = 7
+    # a full training first chooses its number of epochs (at most `epochs`) on the valid split
+    # (trained on train_tr, by the gate's metric), then trains that many on train
+    select_epochs: bool = True
 
     def __post_init__(self) -> None:
         _check_int(self, "epochs", 1)
+        _check_int(self, "full_every", 1)
+        if self.mode not in ("full", "incremental"):
+            _fail("train_mode", "full or incremental", self.mode)
         object.__setattr__(self, "model_overrides", tuple(self.model_overrides))
         for item in self.model_overrides:
             if not isinstance(item, str) or "=" not in item:
@@ -168,14 +179,20 @@ class PublishSettings:
 
 @dataclass(frozen=True)
 class PromotionSettings:
-    """The promotion gate: how much of the live model's Recall@k tonight's model may lose."""
+    """The promotion gate: how much Recall@k tonight's model may lose to the live model, and
+    to the best baseline evaluated on the same test split (the floor)."""
 
     margin: float = 0.05  # relative: 0.05 = the candidate may be up to 5% worse
+    baseline_margin: float = 0.05  # relative to the best baseline; 1 = no floor
 
     def __post_init__(self) -> None:
-        ok = isinstance(self.margin, int | float) and not isinstance(self.margin, bool)
-        if not ok or not 0 <= self.margin < 1:
-            _fail("promotion_margin", "a fraction in [0, 1)", self.margin)
+        for name, value, high, shown in (
+            ("promotion_margin", self.margin, 1, "[0, 1)"),
+            ("baseline_margin", self.baseline_margin, 1.0 + 1e-12, "[0, 1] (1 = no floor)"),
+        ):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not 0 <= value < high:
+                _fail(name, f"a fraction in {shown}", value)
 
     @staticmethod
     def metric(k: int) -> str:

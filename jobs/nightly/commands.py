@@ -157,9 +157,43 @@ def new_model_dir(night: Night) -> str:
     return night.lake.new_model_version(night.day)
 
 
-def train(night: Night, out: str) -> list[str]:
+def train_plan(night: Night) -> dict:
+    """Full or incremental tonight, and why: incremental warm-starts the model serving the
+    night before, unless there is none, or it is `full_every - 1` warm starts from its full
+    training (then tonight retrains fully)."""
+    from jobs.nightly.promote import incumbent_for
+
+    t = night.train
+    if t.mode == "full":
+        return {"mode": "full", "reason": "train_mode is full"}
+    incumbent = incumbent_for(night.lake, night.day)
+    if incumbent is None:
+        return {"mode": "full", "reason": "no serving model to warm-start from"}
+    metrics_path = Path(night.lake.model_named(incumbent), "metrics.json")
+    try:
+        lineage = json.loads(metrics_path.read_text()).get("lineage") or {}
+    except (OSError, ValueError):
+        lineage = {}
+    done = int(lineage.get("warm_starts", 0))
+    if done + 1 >= t.full_every:
+        return {
+            "mode": "full",
+            "reason": f"full retrain every {t.full_every} nights: the serving model "
+            f"{incumbent} is {done} warm start(s) from its full training",
+        }
+    return {
+        "mode": "incremental",
+        "warm_start": incumbent,
+        # as many epochs as the lineage's full training chose (on the new sessions only)
+        "epochs": int(lineage.get("epochs") or t.epochs),
+        "reason": f"warm start {done + 1} of {t.full_every - 1} from {incumbent}",
+    }
+
+
+def train(night: Night, out: str, plan: dict | None = None) -> list[str]:
     """GRU4Rec on tonight's train split into the new version `out`; it samples from the
-    popularity table beside the split."""
+    popularity table beside the split. With an incremental `plan`, warm-started from the
+    serving model (a full training when the CLI refuses its checkpoint, with the reason)."""
     lake, t = night.lake, night.train
     cmd = [
         sys.executable, "-m", "gru4rec", "train",
@@ -167,13 +201,18 @@ def train(night: Night, out: str) -> list[str]:
         "--test", lake.split(night.day, "test"),
         "--popularity", lake.popularity(night.day),
         "--params", t.model_params,
-        "--set", f"n_epochs={t.epochs}",
+        "--set", f"n_epochs={(plan or {}).get('epochs', t.epochs)}",
         "--device", t.device,
         "--cutoffs", cutoffs(night.scoring.k),
         "--out", out,
     ]  # fmt: skip
     for override in t.model_overrides:
         cmd += ["--set", override]
+    if plan and plan["mode"] == "incremental":
+        cmd += ["--warm-start", lake.model_named(plan["warm_start"]), "--fallback-full"]
+    if t.select_epochs and t.epochs > 1:  # a full training (or a refused warm start's)
+        splits = [lake.split(night.day, "train_tr"), lake.split(night.day, "valid")]
+        cmd += ["--select-epochs", *splits, "--select-by", night.metric]
     return cmd
 
 
@@ -197,6 +236,7 @@ def evaluate(night: Night, candidate: str) -> list[str]:
         night, "evaluate",
         "--candidate", candidate,
         "--margin", str(night.promotion.margin),
+        "--baseline-margin", str(night.promotion.baseline_margin),
         "--k", str(night.scoring.k),
         "--device", night.train.device,
     )  # fmt: skip

@@ -149,10 +149,27 @@ PARAMS: dict[str, Spec] = {
         "train", TrainSettings, "model_overrides", "extra key=value GRU4Rec parameters"
     ),
     "device": _spec("train", TrainSettings, "device", "torch device: auto, cpu, cuda, cuda:N"),
+    "select_epochs": _spec(
+        "train", TrainSettings, "select_epochs", "a full training picks its epochs (<= epochs) "
+        "on the valid split (trained on train_tr), then trains them on train",
+    ),
+    "train_mode": _spec(
+        "train", TrainSettings, "train_mode", "full (from scratch on the window) or incremental "
+        "(warm-start the serving model on the sessions it has not seen)", "mode",
+    ),
+    "full_retrain_every": _spec(
+        "train", TrainSettings, "full_retrain_every", "incremental: a full retrain every N "
+        "nights (1 = always full)", "full_every",
+    ),
     "k": _spec("scoring", ScoringSettings, "k", "recommendations per session"),
     "promotion_margin": _spec(
         "promotion", PromotionSettings, "promotion_margin", "relative Recall@k the new model "
         "may lose to the live one", "margin",
+    ),
+    "baseline_margin": _spec(
+        "promotion", PromotionSettings, "baseline_margin", "relative Recall@k the new model "
+        "may lose to the best baseline (POP, S-POP, Item-KNN, V-SKNN, STAN) on the same test "
+        "split; 1 = no floor",
     ),
     "publish_grace_hours": _spec(
         "publish", PublishSettings, "publish_grace_hours", "hours a replaced recommendations "

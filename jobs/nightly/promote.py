@@ -4,7 +4,17 @@ Both models are evaluated on tonight's test split restricted to the items both o
 they rank the same next-item events; test events whose item only one model knows would favour
 it), by the model library's own CLI (`python -m gru4rec evaluate --known-by ...`). Tonight's
 model is promoted unless its Recall@k (k = the recommendations served) is worse than the live
-model's by more than `margin` (relative, default 5%).
+model's by more than `margin` (relative, default 5%), or worse than the best baseline by more
+than `baseline_margin` (the floor, relative, default 5%; 1 turns it off).
+
+The floor reads the baselines (POP, S-POP, Item-KNN, V-SKNN, STAN) that the train run evaluated
+beside the candidate on the same test split, with the same item index and protocol
+(`metrics.json`); a candidate without them fails the floor (nothing shows it is good enough).
+It applies on every night, the first one too: a first night whose candidate fails it has no
+serving model, so D's recommendations are not scored or published (the DAG's score, validation
+and publish tasks are skipped, downstream readers keep seeing no table for D), and the decision,
+the run report and the model asset event say why. A night whose candidate is not promoted is
+`flagged`.
 
 Models are immutable versions: each training run of D writes a new `models/run=D/v=<id>/`,
 and records name models by that exact version (`run=D/v=<id>`), so a rerun of D never changes
@@ -39,6 +49,10 @@ from jobs.common.settings import PromotionSettings
 log = logging.getLogger("jobs.promote")
 
 DECISION = "promotion.json"
+
+
+class NoServingModel(NoInputError):
+    """D has a decision, and it is that no model serves D (a first night below the floor)."""
 
 
 def evaluate_cmd(model: str, test: str, known_by: str, k: int, device: str, out: str) -> list[str]:
@@ -89,6 +103,68 @@ def decide(
         f"{metric} {candidate_metric:.4f} is worse than the live model's {incumbent_metric:.4f} "
         f"by more than {margin:.0%} (floor {floor:.4f}) on the same test events"
     )
+
+
+def baseline_floor(metrics: dict | None, metric: str, margin: float) -> dict:
+    """Tonight's model against the best baseline of its own train run: a record with
+    `passed`, `reason` and the numbers it compared."""
+    out: dict = {"metric": metric, "margin": margin}
+    if margin >= 1:
+        return {**out, "passed": True, "reason": "no baseline floor (baseline_margin 1)"}
+    if metrics is None or metric not in metrics:
+        return {
+            **out,
+            "passed": False,
+            "reason": f"baseline floor: no {metric} of the candidate on the test split "
+            f"(expected it in the model's metrics.json)",
+        }
+    scored = {
+        name: float(values[metric])
+        for name, values in (metrics.get("baselines") or {}).items()
+        if isinstance(values, dict) and values.get(metric) is not None
+    }
+    candidate = float(metrics[metric])
+    if not scored:
+        return {
+            **out,
+            "candidate": candidate,
+            "passed": False,
+            "reason": f"baseline floor: no baseline {metric} beside the candidate's (expected "
+            f"the train run's baselines in metrics.json; was it trained with --no-baselines?)",
+        }
+    best = max(sorted(scored), key=scored.__getitem__)
+    floor = scored[best] * (1 - margin)
+    passed = candidate >= floor
+    if passed:
+        reason = (
+            f"{metric} {candidate:.4f} >= {floor:.4f} (best baseline {best} "
+            f"{scored[best]:.4f} minus {margin:.0%})"
+        )
+    else:
+        reason = (
+            f"{metric} {candidate:.4f} is worse than the best baseline {best}'s "
+            f"{scored[best]:.4f} by more than {margin:.0%} (floor {floor:.4f}) on the test split"
+        )
+    return {
+        **out,
+        "candidate": candidate,
+        "best_baseline": best,
+        "baseline": scored[best],
+        "baselines": scored,
+        "floor": floor,
+        "passed": passed,
+        "reason": reason,
+    }
+
+
+def _candidate_metrics(lake: Lake, candidate: str) -> dict | None:
+    path = Path(lake.model_named(candidate), "metrics.json")
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise NoInputError(f"{path}: expected the train run's JSON metrics ({exc})") from None
 
 
 def model_versions(lake: Lake, day: str) -> list[str]:
@@ -142,6 +218,8 @@ def incumbent_for(lake: Lake, day: str) -> str | None:
         record = path / DECISION
         if record.exists():
             serving = json.loads(record.read_text())["serving_model"]
+            if serving is None:  # a first night whose candidate failed the floor
+                continue
             if Path(lake.model_named(serving), C.MODEL_FILE).exists():
                 return serving
             log.warning("%s serves %s, which no longer exists", path.name, serving)
@@ -153,7 +231,13 @@ def serving_model_name(lake: Lake, day: str) -> str:
     record = Path(lake.model_run(day)) / DECISION
     if not record.exists():
         raise NoInputError(f"no promotion decision for {day}: expected {record}")
-    return json.loads(record.read_text())["serving_model"]
+    decision = json.loads(record.read_text())
+    if decision["serving_model"] is None:
+        raise NoServingModel(
+            f"no model serves {day}: there is no live model and tonight's was not promoted "
+            f"({decision['reason']})"
+        )
+    return decision["serving_model"]
 
 
 def serving_model(lake: Lake, day: str) -> str:
@@ -192,33 +276,49 @@ def gate(
     k: int,
     device: str = "auto",
     candidate: str | None = None,
+    baseline_margin: float = PromotionSettings.baseline_margin,
 ) -> dict:
     """Decide for date `day` on `candidate` (a model version of D; default: D's newest),
     record it and move `live.json` forward; returns the decision."""
-    margin = PromotionSettings(margin).margin  # validated
+    settings = PromotionSettings(margin, baseline_margin)  # validated
+    margin = settings.margin
     if k < 1:
         raise ConfigError(f"k: expected an integer >= 1, found {k}")
+    metric = PromotionSettings.metric(k)
     candidate = candidate_for(lake, day, candidate)
     incumbent = incumbent_for(lake, day)
-    promoted, reason, comparison = _judge(lake, day, candidate, incumbent, k, margin, device)
+    beats_live, live_reason, comparison = _judge(lake, day, candidate, incumbent, k, margin, device)
+    floor = baseline_floor(_candidate_metrics(lake, candidate), metric, settings.baseline_margin)
+    promoted = beats_live and floor["passed"]
+    if promoted:
+        reason = f"{live_reason}; {floor['reason']}"
+    elif not floor["passed"]:
+        keeps = "the live model keeps serving" if incumbent else "no model serves this date"
+        reason = f"{floor['reason']}; {keeps}"
+    else:
+        reason = live_reason
     record: dict = {
         "date": day,
         "candidate": candidate,
         "incumbent": incumbent,
         "margin": margin,
-        "metric": PromotionSettings.metric(k),
+        "baseline_margin": settings.baseline_margin,
+        "metric": metric,
         **({"comparison": comparison} if comparison is not None else {}),
+        "live_check": {"passed": beats_live, "reason": live_reason},
+        "floor": floor,
         "promoted": promoted,
+        "flagged": not promoted,
         "reason": reason,
         "serving_model": candidate if promoted else incumbent,
         "decided_at": dt.datetime.now(dt.UTC).isoformat(),
     }
-    record["live_updated"] = move_live(lake, record)
+    record["live_updated"] = move_live(lake, record) if record["serving_model"] else False
     write_json_atomic(Path(lake.model_run(day)) / DECISION, record)
     log.info(
         "promotion gate for %s: %s (%s); serving %s",
         day,
-        "PROMOTED" if promoted else "KEPT the live model",
+        "PROMOTED" if promoted else ("KEPT the live model" if incumbent else "NOT PROMOTED"),
         reason,
         record["serving_model"],
     )

@@ -146,8 +146,19 @@ def _model_section(state: dict, quality_dir: Path) -> list[str]:
     rate = model.get("events_per_second") or 0
     device = html.escape(str(model.get("device")))
     sampling = model.get("sampling") or {}
+    mode = html.escape(str(model.get("mode", "full")))
+    if (warm := model.get("warm_start")) is not None:
+        mode += (
+            f": warm-started from <code>{html.escape(str(warm['from']))}</code> on the "
+            f"{warm['sessions_trained']} sessions it had not seen ({warm['events_trained']} of "
+            f"the split's {warm['events_in_split']} events), {warm['new_items']} new items"
+        )
+    elif model.get("warm_start_refused"):
+        mode += f" (warm start refused: {html.escape(model['warm_start_refused'])})"
+    train_s = model.get("train_seconds")
     return [
         "<h2>Model</h2>",
+        f"<p>training: {mode}; {_fmt(train_s) if train_s is not None else '?'} s</p>",
         _table(rows, head),
         f'<p><a href="{rel}/report.html">model report</a> &middot; '
         f"{rate:.0f} training events/s on {device} &middot; negatives sampled with alpha "
@@ -164,11 +175,26 @@ def _decision_sections(state: dict) -> list[str]:
     if promo is None:
         parts.append("<p>not run</p>")
     else:
-        verdict = "promoted" if promo["promoted"] else "<b class=bad>kept the live model</b>"
-        parts.append(
-            f"<p>{verdict}: {html.escape(promo['reason'])}. Scoring uses "
-            f"<code>{html.escape(str(promo['serving_model']))}</code>.</p>"
+        serving = promo["serving_model"]
+        if promo["promoted"]:
+            verdict = "promoted"
+        elif serving:
+            verdict = "<b class=bad>FLAGGED: kept the live model</b>"
+        else:
+            verdict = "<b class=bad>FLAGGED: not promoted, and no live model: nothing served</b>"
+        uses = (
+            f"Scoring uses <code>{html.escape(str(serving))}</code>."
+            if serving
+            else "No recommendations are scored or published for this date."
         )
+        parts.append(f"<p>{verdict}: {html.escape(promo['reason'])}. {uses}</p>")
+        checks = []
+        if (live := promo.get("live_check")) is not None:
+            checks.append(("against the live model", _pass(live["passed"]), live["reason"]))
+        if (floor := promo.get("floor")) is not None:
+            checks.append(("baseline floor", _pass(floor["passed"]), floor["reason"]))
+        if checks:
+            parts.append(_table(checks, ("check", "verdict", "detail")))
     parts.append("<h2>Recommendations</h2>")
     pub = state["publish"]
     if pub is None:
@@ -176,6 +202,10 @@ def _decision_sections(state: dict) -> list[str]:
     else:
         parts.append(_table([(k, pub.get(k)) for k in PUBLISH_FIELDS], ("", "")))
     return parts
+
+
+def _pass(ok: bool) -> str:
+    return "passed" if ok else "FAILED"
 
 
 STYLE = (

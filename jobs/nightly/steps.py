@@ -1,7 +1,7 @@
 """The pipeline's own steps of the nightly DAG, one process each (`python -m jobs.nightly`):
 
-    evaluate                  --lake L --date D [--candidate DIR] [--margin 0.05] [--k 20]
-                                                               the promotion gate
+    evaluate                  --lake L --date D [--candidate DIR] [--margin 0.05]
+                              [--baseline-margin 0.05] [--k 20]  the promotion gate
     validate-recommendations  --lake L --date D --staged DIR   the scored table's quality gate
     publish                   --lake L --date D --staged DIR [--grace-hours 24]
                                                                the atomic swap of dt=D
@@ -37,7 +37,10 @@ def cmd_evaluate(args) -> int:
 
     lake = _lake(args)
     try:
-        decision = gate(lake, args.date, args.margin, args.k, args.device, args.candidate)
+        decision = gate(
+            lake, args.date, args.margin, args.k, args.device, args.candidate,
+            args.baseline_margin,
+        )  # fmt: skip
         write_json_atomic(lake.promotion_record(args.date), decision)
     finally:
         cmd_report(args)
@@ -102,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--date", required=True, type=lambda s: str(dt.date.fromisoformat(s)))
     parser.add_argument(
         "--margin", type=float, default=PromotionSettings.margin, help="promotion margin"
+    )
+    parser.add_argument(
+        "--baseline-margin",
+        type=float,
+        default=PromotionSettings.baseline_margin,
+        help="evaluate: Recall@k tonight's model may lose to the best baseline (1 = no floor)",
     )
     parser.add_argument(
         "--k", type=int, default=ScoringSettings.k, help="recommendations per session"

@@ -3,7 +3,8 @@
 a real SQLite metadata DB, spark-submit to local Spark, CPU torch, real GX suites.
 
 The sequence, run once for the module: night of 2014-04-07 (processes 04-06; a first run fills
-its 3-day window), night of 04-08 (processes 04-07, promotion gate against the live model),
+its 3-day window), night of 04-08 (processes 04-07: an incremental training, the promotion gate
+against the live model and the baseline floor, which keeps the live model serving),
 a rerun of the first night, then a corrupted delivery for 04-08 that must stop at the quality
 gate and publish nothing.
 """
@@ -30,13 +31,17 @@ pytestmark = pytest.mark.slow
 
 RSC15 = ("yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt")
 # Small window, one epoch, and Spark settings for tiny inputs: the test is about the DAG.
+# One epoch makes no model worth the baseline floor: it is off (1) on the first night, so
+# there is a live model; the second night trains incrementally with the default floor.
 CONF = {
     "source_preset": "rsc15",
     "window_days": 3,
     "test_days": 1,
     "epochs": 1,
+    "baseline_margin": 1.0,
     "spark_conf": {"spark.sql.shuffle.partitions": "2"},
 }
+SECOND = {**CONF, "baseline_margin": 0.05, "train_mode": "incremental"}
 D1, D2, D3 = "2014-04-06", "2014-04-07", "2014-04-08"
 SCHEMA = {
     "session_id": "string",
@@ -100,7 +105,7 @@ def nightly(tmp_path_factory, shared_data):
     state["d1_link"] = os.readlink(L(lake).recommendations_day(D1))
     state["d1_recs"] = _recs(lake, D1)
 
-    second = dags_test(env, "2014-04-08", CONF, log)
+    second = dags_test(env, "2014-04-08", SECOND, log)
     state["second"] = second
     state["d2_digest"] = _tree_digest(L(lake).recommendations_day(D2))
     state["d2_link"] = os.readlink(L(lake).recommendations_day(D2))
@@ -169,7 +174,7 @@ def test_first_night_publishes_valid_recommendations(nightly):
         assert json.loads((L(lake).suite_result(d, "raw_events")).read_text())["success"]
 
 
-def test_second_night_passes_the_promotion_gate_against_the_live_model(nightly):
+def test_second_night_trains_incrementally_and_stops_at_the_baseline_floor(nightly):
     _check_ok(nightly["second"], nightly["log"])
     lake = nightly["lake"]
     decision = json.loads((L(lake).model_run(D2) / "promotion.json").read_text())
@@ -178,9 +183,34 @@ def test_second_night_passes_the_promotion_gate_against_the_live_model(nightly):
     assert cmp["common_item_events"] > 0
     assert 0 < cmp["incumbent"]["recall@20"] <= 1 and 0 < cmp["candidate"]["recall@20"] <= 1
     floor = cmp["incumbent"]["recall@20"] * (1 - 0.05)
-    assert decision["promoted"] == (cmp["candidate"]["recall@20"] >= floor)
+    assert decision["live_check"]["passed"] == (cmp["candidate"]["recall@20"] >= floor)
+    # The baseline floor: tonight's one-epoch model is well below the best baseline (checked,
+    # so the case this night is about occurs), so it is not promoted, the night is flagged
+    # and the first night's model keeps serving.
+    first = json.loads((L(lake).model_run(D1) / "promotion.json").read_text())
+    fl = decision["floor"]
+    assert not fl["passed"] and fl["candidate"] < fl["baseline"] * 0.95, fl
+    assert fl["best_baseline"] in ("pop", "spop", "itemknn", "vsknn", "stan")
+    assert not decision["promoted"] and decision["flagged"]
+    assert decision["serving_model"] == first["serving_model"] == decision["incumbent"]
+    assert "live model keeps serving" in decision["reason"]
+    assert "FLAGGED" in (L(lake).quality_day(D2) / "report.html").read_text()
     assert nightly["live_after_second"]["date"] == D2
     assert nightly["live_after_second"]["serving_model"] == decision["serving_model"]
+    # Tonight's model was warm-started from the serving model, on the sessions it had not
+    # seen (the first night's test day), its item index grown append-only.
+    m = json.loads((L(lake).model_named(decision["candidate"]) / "metrics.json").read_text())
+    warm = m["warm_start"]
+    assert m["mode"] == "incremental" and warm["from"].startswith(
+        str(L(lake).model_named(first["serving_model"]))
+    )
+    assert 0 < warm["events_trained"] < warm["events_in_split"]
+    assert m["lineage"]["warm_starts"] == 1 and [e["epoch"] for e in m["epochs"]] == [2]
+    served_ids = pd.read_parquet(L(lake).model_named(first["serving_model"]) / "items.parquet")
+    grown = pd.read_parquet(L(lake).model_named(decision["candidate"]) / "items.parquet")
+    n_old = len(served_ids)
+    assert grown["item_id"][:n_old].tolist() == served_ids["item_id"].tolist()
+    assert len(grown) == n_old + warm["new_items"]
     # The day's recommendations come from the serving model's index.
     served = pd.read_parquet(L(lake).model_named(decision["serving_model"]) / "items.parquet")
     assert set(_recs(lake, D2)["item_id"]) <= set(served["item_id"])

@@ -123,3 +123,56 @@ def test_exit_status_2_is_a_data_failure_anything_else_retries():
         run([sys.executable, "-c", "import sys; sys.exit(137)"], echo=lines.append)
     out = run([sys.executable, "-c", "print('{\"a\": 1}')"], echo=lines.append)
     assert json.loads(out) == {"a": 1}
+
+
+def _served(lake, day: str, warm_starts: int) -> str:
+    """A model version of `day` that serves `day`, `warm_starts` from its full training."""
+    d = Path(lake.model_version(day, "a"))
+    d.mkdir(parents=True)
+    (d / "model.pt").write_bytes(b"x")
+    lineage = {"warm_starts": warm_starts, "epochs": 3}
+    (d / "metrics.json").write_text(json.dumps({"lineage": lineage}))
+    (Path(lake.model_run(day)) / "promotion.json").write_text(
+        json.dumps({"serving_model": f"run={day}/v=a"})
+    )
+    return f"run={day}/v=a"
+
+
+def test_the_train_plan_warm_starts_the_serving_model_and_retrains_fully_every_n_nights(
+    tmp_path,
+):
+    params = {"lake": str(tmp_path), "train_mode": "incremental", "full_retrain_every": 3}
+    night = Night.from_params(params, DAY)
+    first = commands.train_plan(night)
+    assert first["mode"] == "full" and "no serving model" in first["reason"]
+    assert "--warm-start" not in commands.train(night, "out", first)
+    served = _served(night.lake, "2026-01-04", warm_starts=1)
+    plan = commands.train_plan(night)
+    assert plan == {
+        "mode": "incremental",
+        "warm_start": served,
+        "epochs": 3,  # what the lineage's full training chose
+        "reason": f"warm start 2 of 2 from {served}",
+    }
+    cmd = commands.train(night, "out", plan)
+    assert _arg(cmd, "--warm-start") == night.lake.model_named(served) and "--fallback-full" in cmd
+    assert "n_epochs=3" in cmd
+    # a full training chooses its epochs on the valid split, by the gate's metric
+    full = commands.train(night, "out", first)
+    i = full.index("--select-epochs")
+    splits = [night.lake.split(DAY, "train_tr"), night.lake.split(DAY, "valid")]
+    assert full[i + 1 : i + 3] == splits
+    assert _arg(full, "--select-by") == "recall@20" and "n_epochs=10" in full
+    one = Night.from_params({**params, "epochs": 1}, DAY)  # nothing to choose from
+    assert "--select-epochs" not in commands.train(one, "out", first)
+    # the next night: the serving model is 2 warm starts from its full training: retrain
+    later = Night.from_params(params, "2026-01-06")
+    _served(later.lake, DAY, warm_starts=2)
+    again = commands.train_plan(later)
+    assert again["mode"] == "full" and "full retrain every 3 nights" in again["reason"]
+    assert commands.train_plan(Night.from_params({**params, "train_mode": "full"}, DAY)) == {
+        "mode": "full",
+        "reason": "train_mode is full",
+    }
+    with pytest.raises(Exception, match="train_mode: expected full or incremental"):
+        Night.from_params({**params, "train_mode": "sometimes"}, DAY)

@@ -21,11 +21,24 @@ def test_decide_margin_is_relative():
     assert not promote.decide(0.4999, 0.5, 0.0, m)[0]
 
 
-def _model(lake, day, serving=None, version="a", weights=b"x"):
+def _metrics(recall: float, **baselines: float) -> dict:
+    """A train run's metrics.json: the candidate's and its baselines' Recall@20."""
+    return {
+        "recall@20": recall,
+        "baselines": {name: {"recall@20": r, "mrr@20": r / 2} for name, r in baselines.items()},
+    }
+
+
+GOOD = _metrics(0.5, pop=0.2, stan=0.45)  # above the floor
+
+
+def _model(lake, day, serving=None, version="a", weights=b"x", metrics=GOOD):
     """A model version of `day` (and, with `serving`, a decision naming what served it)."""
     d = Path(lake.model_version(day, version))
     d.mkdir(parents=True)
     (d / "model.pt").write_bytes(weights)
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps(metrics))
     if serving:
         (Path(lake.model_run(day)) / "promotion.json").write_text(
             json.dumps({"serving_model": serving})
@@ -68,7 +81,8 @@ def test_gate_keeps_the_live_model_when_tonight_is_worse(tmp_path, monkeypatch):
     # A backfill of an older date decides for itself but never moves live.json back.
     _model(lake, "2025-12-31")
     old = promote.gate(lake, "2025-12-31", margin=0.05, k=20)
-    assert old["promoted"] and old["reason"] == "no live model yet" and not old["live_updated"]
+    assert old["promoted"] and old["reason"].startswith("no live model yet;")
+    assert not old["live_updated"]
     assert json.loads((models / "live.json").read_text())["date"] == "2026-01-02"
 
 
@@ -99,7 +113,8 @@ def test_the_gate_metric_follows_k(tmp_path, monkeypatch):
     """With k = 10 the gate compares Recall@10, not a hard-coded Recall@20."""
     lake = Lake(str(tmp_path))
     _model(lake, "2026-01-01", serving="run=2026-01-01/v=a")
-    _model(lake, "2026-01-02")
+    floor_ok = {"recall@10": 0.2, "baselines": {"stan": {"recall@10": 0.1}}}
+    _model(lake, "2026-01-02", metrics=floor_ok)
     monkeypatch.setattr(
         promote,
         "compare",
@@ -198,3 +213,68 @@ def test_concurrent_gates_never_move_the_live_pointer_backwards(tmp_path):
     final = json.loads(live.read_text())
     assert final["date"] == max(days) and final["serving_model"] == f"run={max(days)}/v=a"
     assert seen == sorted(seen), "live.json moved backwards"
+
+
+def test_baseline_floor_against_hand_numbers():
+    m = "recall@20"
+    ok = promote.baseline_floor(_metrics(0.4941, pop=0.2, stan=0.52, vsknn=0.51), m, 0.05)
+    assert ok["passed"] and ok["best_baseline"] == "stan" and ok["floor"] == pytest.approx(0.494)
+    low = promote.baseline_floor(_metrics(0.4939, pop=0.2, stan=0.52, vsknn=0.51), m, 0.05)
+    assert not low["passed"] and "stan" in low["reason"] and "0.5200" in low["reason"]
+    assert promote.baseline_floor(_metrics(0.52, stan=0.52), m, 0.0)["passed"]
+    assert not promote.baseline_floor(_metrics(0.5199, stan=0.52), m, 0.0)["passed"]
+    # 1 turns the floor off; without baselines (or without the metric) nothing shows the
+    # candidate is good enough, so it fails
+    assert promote.baseline_floor(_metrics(0.01, stan=0.9), m, 1.0)["passed"]
+    bare = promote.baseline_floor({"recall@20": 0.5}, m, 0.05)
+    assert not bare["passed"] and "no baseline recall@20" in bare["reason"]
+    assert not promote.baseline_floor(None, m, 0.05)["passed"]
+    assert not promote.baseline_floor(_metrics(0.5, stan=0.1), "recall@10", 0.05)["passed"]
+
+
+def test_a_candidate_that_beats_the_live_model_but_not_the_floor_is_not_promoted(
+    tmp_path, monkeypatch
+):
+    lake = Lake(str(tmp_path))
+    _model(lake, "2026-01-01", serving="run=2026-01-01/v=a")
+    _model(lake, "2026-01-02", metrics=_metrics(0.40, pop=0.2, stan=0.50))
+    monkeypatch.setattr(
+        promote,
+        "compare",
+        lambda *a, **k: {
+            "common_item_events": 10,
+            "candidate": {"recall@20": 0.60},  # much better than the live model
+            "incumbent": {"recall@20": 0.50},
+        },
+    )
+    record = promote.gate(lake, "2026-01-02", margin=0.05, k=20, baseline_margin=0.05)
+    assert record["live_check"]["passed"] and not record["floor"]["passed"]
+    assert not record["promoted"] and record["flagged"]
+    assert record["serving_model"] == "run=2026-01-01/v=a"
+    assert "best baseline stan" in record["reason"]
+    assert "live model keeps serving" in record["reason"]
+    saved = json.loads((tmp_path / "models" / "run=2026-01-02" / "promotion.json").read_text())
+    assert saved["floor"]["best_baseline"] == "stan" and saved["floor"]["baseline"] == 0.5
+    # the same candidate with a looser floor is promoted
+    looser = promote.gate(lake, "2026-01-02", margin=0.05, k=20, baseline_margin=0.25)
+    assert looser["promoted"] and not looser["flagged"]
+
+
+def test_a_first_night_below_the_floor_serves_nothing_and_the_next_good_night_does(
+    tmp_path, monkeypatch
+):
+    lake = Lake(str(tmp_path))
+    live = tmp_path / "models" / "live.json"
+    _model(lake, "2026-01-01", metrics=_metrics(0.30, pop=0.2, stan=0.50))
+    first = promote.gate(lake, "2026-01-01", margin=0.05, k=20)
+    assert not first["promoted"] and first["serving_model"] is None and first["flagged"]
+    assert "no model serves this date" in first["reason"] and not first["live_updated"]
+    assert not live.exists()
+    with pytest.raises(promote.NoServingModel, match="no model serves 2026-01-01"):
+        promote.serving_model(lake, "2026-01-01")
+    # the next night has no incumbent either, and a candidate above the floor is promoted
+    _model(lake, "2026-01-02")
+    assert promote.incumbent_for(lake, "2026-01-02") is None
+    second = promote.gate(lake, "2026-01-02", margin=0.05, k=20)
+    assert second["promoted"] and second["serving_model"] == "run=2026-01-02/v=a"
+    assert json.loads(live.read_text())["serving_model"] == "run=2026-01-02/v=a"

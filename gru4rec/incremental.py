@@ -1,0 +1,186 @@
+"""Incremental training: warm-start from a trained model on the events it has not seen.
+
+A warm start continues the checkpoint's weights and optimizer state (Adagrad accumulators and
+momentum) with the same configuration; only `n_epochs` and `device` may differ (`n_epochs` is
+the number of epochs to train on the new events). The item index is append-only across warm
+starts: the checkpoint's items keep their rows, in their order, and items first seen tonight
+are appended, their rows initialised as a fresh model initialises rows (Glorot-uniform at the
+grown index's size, output bias 0) and their optimizer state zero. The growth itself changes
+no existing row.
+
+Every checkpoint records the range of event times it has been trained on (`data_range`, epoch
+seconds). A warm start trains on the sessions that end after that range (a session that
+straddles the boundary is trained on whole; with no such session it trains 0 epochs: the same
+weights, re-evaluated) and records the union of the ranges. It also records its lineage: the
+full training it descends from, how many warm starts followed and the epochs it chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gru4rec.checkpoint import Checkpoint, CheckpointError
+from gru4rec.config import Config
+from gru4rec.data import ItemMap
+from gru4rec.errors import NoInputError
+from gru4rec.model import GRU4RecModel, glorot_
+from gru4rec.optim import AdagradM
+
+log = logging.getLogger("gru4rec.incremental")
+
+# Settings a warm start may change: how long it trains and where.
+MAY_DIFFER = ("n_epochs", "device")
+
+
+def check_compatible(checkpoint: Checkpoint, cfg: Config) -> None:
+    """Refuse a warm start whose configuration differs from the checkpoint's."""
+    old, new = checkpoint.config.to_dict(), cfg.to_dict()
+    diff = [k for k in old if k not in MAY_DIFFER and old[k] != new.get(k)]
+    if diff:
+        found = ", ".join(f"{k}: checkpoint {old[k]!r}, tonight {new.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"{checkpoint.path}: cannot warm-start from a model trained with another "
+            f"configuration (only {', '.join(MAY_DIFFER)} may differ); expected the "
+            f"checkpoint's settings, found {found}. Train a full model instead."
+        )
+
+
+def grow_item_map(old: ItemMap, tonight: ItemMap) -> tuple[ItemMap, int]:
+    """The checkpoint's items in their order, then tonight's new items in tonight's order;
+    support is tonight's (0 for items tonight's data no longer has). Returns (map, n_new)."""
+    position = tonight.lookup(old.ids)
+    support = np.where(position >= 0, tonight.support[np.maximum(position, 0)], 0)
+    is_new = old.lookup(tonight.ids) < 0
+    ids = np.concatenate([old.ids, tonight.ids[is_new]]).astype(object)
+    support = np.concatenate([support, tonight.support[is_new]]).astype(np.int64)
+    return ItemMap(ids, support), int(is_new.sum())
+
+
+def grown_weights(weights: np.ndarray, tonight: ItemMap, grown: ItemMap) -> np.ndarray:
+    """Sampling weights (in tonight's index order) in the grown index's order; items tonight's
+    table lacks get its smallest weight (rare, but still drawable)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    position = tonight.lookup(grown.ids)
+    return np.where(position >= 0, weights[np.maximum(position, 0)], weights.min())
+
+
+def grow_model(model: GRU4RecModel, n_items: int, seed: int) -> GRU4RecModel:
+    """A model over `n_items` >= model.n_items items: the old rows and dense weights copied
+    unchanged, the new rows drawn as a fresh model of `n_items` items draws its rows."""
+    n_old = model.n_items
+    if n_items < n_old:
+        raise ValueError(f"the item index only grows: {n_old} -> {n_items}")
+    grown = GRU4RecModel(model.cfg, n_items, model.device)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + n_old)  # deterministic per growth
+    with torch.no_grad():
+        grown.dense.copy_(model.dense)
+        out_dim = model.layers[-1]
+        for name, table in grown.sparse.items():
+            table[:n_old] = model.sparse[name]
+            fresh = torch.zeros(n_items - n_old, table.shape[1])
+            if name == "Wx0":
+                h = model.layers[0]
+                for b in range(3):
+                    glorot_(fresh[:, b * h : (b + 1) * h], n_items, h, gen)
+            elif name != "By":
+                glorot_(fresh, n_items, out_dim if name == "Wy" else table.shape[1], gen)
+            table[n_old:] = fresh.to(table.device)
+    return grown
+
+
+def grow_optimizer(opt: AdagradM, n_old: int, n_items: int) -> AdagradM:
+    """Zero accumulators and momentum for the new rows of every item-indexed table."""
+    for name, (acc, vel) in list(opt.state.items()):
+        if acc.dim() == 2 and acc.shape[0] == n_old:
+            pad = torch.zeros(n_items - n_old, acc.shape[1], dtype=acc.dtype, device=acc.device)
+            acc = torch.cat([acc, pad])
+            vel = torch.cat([vel, pad.clone()]) if vel is not None else None
+            opt.state[name] = (acc, vel)
+    return opt
+
+
+def data_range(frame: pd.DataFrame) -> dict | None:
+    """The event times of a training frame (epoch seconds), where it has them."""
+    if "seconds" not in frame.columns or frame.empty:
+        return None
+    seconds = frame["seconds"].to_numpy(np.float64)
+    if np.isnan(seconds).all():
+        return None
+    return {"first": float(np.nanmin(seconds)), "last": float(np.nanmax(seconds))}
+
+
+def merge_ranges(seen: dict | None, new: dict | None) -> dict | None:
+    if seen is None or new is None:
+        return new or seen
+    return {"first": min(seen["first"], new["first"]), "last": max(seen["last"], new["last"])}
+
+
+def unseen_sessions(frame: pd.DataFrame, seen: dict | None, source: str) -> pd.DataFrame:
+    """The sessions of `frame` that end after the range the checkpoint has seen."""
+    if seen is None:
+        raise CheckpointError(
+            f"{source}: the checkpoint records no data range, so the events it has not seen "
+            f"cannot be told apart; train a full model"
+        )
+    if "seconds" not in frame.columns:
+        raise NoInputError("the training data has no event times: cannot train incrementally")
+    last = frame.groupby("session_id", sort=False)["seconds"].transform("max")
+    out = frame[last.to_numpy() > seen["last"]]
+    if out.empty:
+        log.info(
+            "no session ends after %s, the last event the warm-start model has seen",
+            _iso(seen["last"]),
+        )
+    return out
+
+
+def _iso(seconds: float) -> str:
+    import datetime as dt
+
+    if not math.isfinite(seconds):
+        return str(seconds)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """What a warm start trains with: the grown model, optimizer and item index."""
+
+    model: GRU4RecModel
+    optimizer: AdagradM
+    item_map: ItemMap
+    epochs_done: int
+    new_items: int
+    seen: dict | None
+    lineage: dict
+
+
+def warm_start(
+    checkpoint: Checkpoint, cfg: Config, tonight: ItemMap, device: torch.device
+) -> WarmStart:
+    """The checkpoint's model and optimizer, grown to tonight's new items."""
+    check_compatible(checkpoint, cfg)
+    grown_map, n_new = grow_item_map(checkpoint.item_map, tonight)
+    model = checkpoint.model(device, cfg)
+    opt = checkpoint.optimizer(cfg, device)
+    n_old = len(checkpoint.item_map)
+    if n_new:
+        model = grow_model(model, len(grown_map), cfg.seed)
+        opt = grow_optimizer(opt, n_old, len(grown_map))
+    lineage = dict(checkpoint.extra.get("lineage") or {"full": str(checkpoint.path)})
+    lineage["warm_starts"] = int(lineage.get("warm_starts", 0)) + 1
+    lineage["from"] = str(checkpoint.path)
+    log.info(
+        "warm start from %s (after epoch %d): %d known items, %d new",
+        checkpoint.path, checkpoint.epochs_done, n_old, n_new,
+    )  # fmt: skip
+    return WarmStart(
+        model, opt, grown_map, checkpoint.epochs_done, n_new,
+        checkpoint.extra.get("data_range"), lineage,
+    )  # fmt: skip
