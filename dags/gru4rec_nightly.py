@@ -53,7 +53,8 @@ each of D's sessions' top-k next-item recommendations to `recommendations/dt=D/`
 | validate_datasets | GX suites `datasets` (coverage, no leakage) and `item_index` | **fails fast** |
 | train | GRU4Rec on the `gpu` queue/pool (CPU when no GPU) -> `models/run=D`: full, or (`train_mode` incremental) warm-started from the serving model on the sessions it has not seen, fully retrained every `full_retrain_every` nights | retried |
 | evaluate | **promotion gate** vs the live model on tonight's test, and the floor: the best baseline (`gpu` queue/pool) | retried |
-| score | top-k per session of D with the serving model, staged, not visible (`gpu` queue/pool); **skipped** (and so are the next two) when no model serves D: a first night below the floor | retried |
+| refresh | the serving model warm-started on D's sessions (`refresh_before_scoring`), recorded in `models/run=D/refresh.json`; it then scores D and is the next night's incumbent (`gpu` queue/pool) | retried |
+| score | top-k per session of D with the (refreshed) serving model, staged, not visible (`gpu` queue/pool); **skipped** (and so are the next two) when no model serves D: a first night below the floor | retried |
 | validate_recommendations | GX suite `recommendations` on the staged table | **fails fast** |
 | publish | atomic swap of `recommendations/dt=D` | retried |
 
@@ -253,15 +254,34 @@ def gru4rec_nightly():
         )
 
     @task(**ON_GPU)
+    def refresh(**context):
+        """The serving model warm-started on D's sessions: the model that scores D has
+        seen D (and D's new items)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from jobs.nightly.promote import NoServingModel, serving_model_name
+
+        night = _night(context)
+        if not night.train.refresh:
+            raise AirflowSkipException("refresh_before_scoring is off: the serving model scores D")
+        try:
+            serving = serving_model_name(night.lake, night.day)
+        except NoServingModel as exc:
+            raise AirflowSkipException(str(exc)) from None
+        out = commands.new_refresh_dir(night)
+        _run(commands.refresh(night, serving, out))
+        _run(commands.refreshed(night, out))
+
+    @task(trigger_rule="none_failed", **ON_GPU)
     def score(**context) -> str:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from jobs.common.errors import PipelineError
-        from jobs.nightly.promote import NoServingModel, serving_model
+        from jobs.nightly.promote import NoServingModel, scoring_model
 
         night = _night(context)
         try:
-            model = serving_model(night.lake, night.day)
+            model = scoring_model(night.lake, night.day)
         except NoServingModel as exc:  # a first night below the floor: nothing to publish
             raise AirflowSkipException(str(exc)) from None
         except PipelineError as exc:  # no decision for D: retrying cannot help
@@ -303,7 +323,7 @@ def gru4rec_nightly():
         >> validate_datasets()
         >> model
     )
-    evaluate(model) >> staged
+    evaluate(model) >> refresh() >> staged
     done >> release_date().as_teardown(setups=lease)
 
 

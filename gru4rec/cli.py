@@ -94,11 +94,12 @@ def _train_config(args, resumed) -> Config:
 
 
 def _sampling(args, item_map: ItemMap, cfg: Config) -> tuple[Config, SamplingTable | None]:
-    """The popularity table training samples from, if any; its alpha is the alpha used."""
+    """The popularity table training samples from, if any; its alpha is the alpha used. A
+    warm start maps it by item id (its index may be another night's)."""
     path = args.popularity or popularity_path_for(args.train)
     if path is None:
         return cfg, None
-    table = SamplingTable.read_parquet(path, item_map)
+    table = SamplingTable.read_parquet(path, None if args.warm_start else item_map)
     if table.alpha is not None and table.alpha != cfg.sample_alpha:
         log.info(
             "sampling from %s: its alpha %s replaces the parameter set's sample_alpha %s",
@@ -178,9 +179,10 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
     source = ckpt.Checkpoint(args.warm_start)
     ws = inc.warm_start(source, cfg, item_map, resolve_device(cfg.device))
     frame = inc.unseen_sessions(train_frame, ws.seen, str(source.path))
-    weights = table.weights if table is not None else None
-    if weights is not None:
-        weights = inc.grown_weights(weights, item_map, ws.item_map)
+    weights = None
+    if table is not None:
+        table_map = ItemMap(table.ids, np.zeros(len(table.ids), dtype=np.int64))
+        weights = inc.grown_weights(table.weights, table_map, ws.item_map)
     grown_cfg = dataclasses.replace(cfg, n_epochs=ws.epochs_done + cfg.n_epochs)
     trainer = Trainer(
         grown_cfg, ws.item_map, model=ws.model, optimizer=ws.optimizer,
@@ -217,7 +219,7 @@ def cmd_train(args) -> int:
     resumed = ckpt.Checkpoint(args.resume) if args.resume else None
     cfg = _train_config(args, resumed)
     train_frame = read_events(args.train)
-    item_map = load_item_map(train_frame, args.train, args.items)
+    item_map = load_item_map(train_frame, args.train, args.items, bool(args.warm_start))
     if resumed is not None:
         resumed.check_items(item_map, args.train)
     cfg, table = _sampling(args, item_map, cfg)
@@ -243,6 +245,8 @@ def cmd_train(args) -> int:
             refused = str(exc)
             log.warning("warm start refused, training a full model instead: %s", exc)
     selection = None
+    if warm is None and table is not None and table.ids is not None:  # a refused warm start
+        table = SamplingTable.read_parquet(table.source, item_map)  # checked against the index
     if warm is None:
         if args.select_epochs and resumed is None:
             selection = select_epochs(args, cfg, item_map, table)
@@ -256,6 +260,8 @@ def cmd_train(args) -> int:
     if warm is not None:
         fit_on = _unseen_data(train_frame, item_map)
         warm["trained_pairs"] = fit_on.n_pairs if fit_on is not None else 0
+        if fit_on is None:  # nothing trained: not a step further from the full training
+            lineage["warm_starts"] -= 1
     test = load_split(args.test, item_map, "test") if args.test else None
     log.info("training on %s: %s", trainer.device, json.dumps(trainer.cfg.to_dict()))
     with RunDir(args.out) as stage:

@@ -290,10 +290,12 @@ class SamplingTable:
     weights: np.ndarray  # float64, one per item, > 0
     alpha: float | None  # the exponent the table was built with (None: not recorded)
     source: str
+    ids: np.ndarray | None = None  # the table's own item ids, when not checked against a map
 
     @classmethod
-    def read_parquet(cls, path: str | Path, item_map: ItemMap) -> SamplingTable:
-        """`item_idx, item_id, weight[, alpha]`, checked to index items exactly as `item_map`."""
+    def read_parquet(cls, path: str | Path, item_map: ItemMap | None) -> SamplingTable:
+        """`item_idx, item_id, weight[, alpha]`, checked to index items exactly as `item_map`
+        (None: in the table's own order, with its ids kept, for a warm start to map by id)."""
         dataset = open_parquet(path, ("item_idx", "item_id", "weight"))
         columns = ["item_idx", "item_id", "weight"]
         if "alpha" in dataset.schema.names:
@@ -301,11 +303,10 @@ class SamplingTable:
         table = dataset.to_table(columns=columns).to_pandas().sort_values("item_idx")
         ids = table["item_id"].astype(str).to_numpy(dtype=object)
         idx = table["item_idx"].to_numpy(np.int64)
-        if not np.array_equal(idx, np.arange(len(item_map))) or not np.array_equal(
-            ids, item_map.ids.astype(str)
-        ):
+        expected = item_map.ids.astype(str) if item_map is not None else ids
+        if not np.array_equal(idx, np.arange(len(expected))) or not np.array_equal(ids, expected):
             raise SchemaError(
-                f"{path}: expected the sampling weights of the {len(item_map)} items of the "
+                f"{path}: expected the sampling weights of the {len(expected)} items of the "
                 f"item index, in its order; found {len(idx)} rows that index items differently"
             )
         weights = table["weight"].to_numpy(np.float64)
@@ -315,16 +316,20 @@ class SamplingTable:
         if len(alphas) > 1:
             raise SchemaError(f"{path}: expected one alpha, found {sorted(alphas)}")
         alpha = float(alphas[0]) if len(alphas) else None
-        return cls(weights, alpha, str(path))
+        return cls(weights, alpha, str(path), ids if item_map is None else None)
 
 
-def load_item_map(train_frame: pd.DataFrame, train_path, items_path=None) -> ItemMap:
+def load_item_map(
+    train_frame: pd.DataFrame, train_path, items_path=None, from_data: bool = False
+) -> ItemMap:
+    """The `items/` table (given, or beside a Parquet split); else, for TSV input or with
+    `from_data` (a warm start on a day's sessions), built from the training events."""
     items_path = items_path or items_path_for(train_path)
     if items_path is not None:
         item_map = ItemMap.read_parquet(items_path)
         log.info("item index: %d items from %s", len(item_map), items_path)
         return item_map
-    if not is_tsv(train_path):
+    if not is_tsv(train_path) and not from_data:
         raise NoInputError(
             f"no items/ table beside {train_path}: run the popularity job or pass --items"
         )

@@ -160,11 +160,16 @@ class Lake:
     def model_version(self, day, version: str) -> str:
         return f"{self.model_run(day)}/{MODEL_VERSION}={version}"
 
-    def new_model_version(self, day) -> str:
+    def new_model_version(self, day, prefix: str = "") -> str:
         """A fresh, unused version directory of D's model (not created: training creates it
-        whole). Ids sort by creation time: `20261202T130501Z-1a2b3c`."""
+        whole). Ids sort by creation time: `20261202T130501Z-1a2b3c` (`prefix` first: the
+        serving model refreshed on D is `fresh-<id>`, never a candidate of D)."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return self.model_version(day, f"{stamp}-{uuid.uuid4().hex[:6]}")
+        return self.model_version(day, f"{prefix}{stamp}-{uuid.uuid4().hex[:6]}")
+
+    def refresh_record(self, day) -> str:
+        """Which model scores D when the serving model was refreshed on D's sessions."""
+        return f"{self.model_run(day)}/refresh.json"
 
     def model_named(self, name: str) -> str:
         """A model directory by the name promotion records give it: `run=D/v=<id>` (an

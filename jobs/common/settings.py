@@ -143,6 +143,9 @@ class TrainSettings:
     # a full training first chooses its number of epochs (at most `epochs`) on the valid split
     # (trained on train_tr, by the gate's metric), then trains that many on train
     select_epochs: bool = True
+    # before scoring D, the serving model is warm-started on D's sessions (as many epochs as
+    # its full training chose), so the model that scores D has seen D and its new items
+    refresh: bool = True
 
     def __post_init__(self) -> None:
         _check_int(self, "epochs", 1)

@@ -105,6 +105,12 @@ def _summary(lake: Lake, day: str, seconds: float) -> None:
     print(f"  model            {model_dir}  (GRU4Rec recall@20 "
           f"{metrics['recall@20']:.4f}; best baseline {best[0]} {best[1]['recall@20']:.4f}; "
           f"{promotion['reason']})")  # fmt: skip
+    refresh = Path(lake.refresh_record(day))
+    if refresh.exists():
+        fresh = json.loads(refresh.read_text())
+        print(f"  scored by        {lake.model_named(fresh['model'])}  (the serving model "
+              f"refreshed on {day}'s {fresh['events_trained']} events, "
+              f"{fresh['new_items']} new items)")  # fmt: skip
     print("  sample rows:")
     sample = table.slice(0, 3).to_pandas()
     for line in sample.to_string(index=False).splitlines():

@@ -174,7 +174,7 @@ def train_plan(night: Night) -> dict:
         lineage = json.loads(metrics_path.read_text()).get("lineage") or {}
     except (OSError, ValueError):
         lineage = {}
-    done = int(lineage.get("warm_starts", 0))
+    done = int(lineage.get("warm_starts", 0))  # a refresh on a day counts as a warm start
     if done + 1 >= t.full_every:
         return {
             "mode": "full",
@@ -185,9 +185,45 @@ def train_plan(night: Night) -> dict:
         "mode": "incremental",
         "warm_start": incumbent,
         # as many epochs as the lineage's full training chose (on the new sessions only)
-        "epochs": int(lineage.get("epochs") or t.epochs),
+        "epochs": _lineage_epochs(night, incumbent),
         "reason": f"warm start {done + 1} of {t.full_every - 1} from {incumbent}",
     }
+
+
+def _lineage_epochs(night: Night, model_name: str) -> int:
+    """The epochs the full training of a model's lineage chose (else the `epochs` param)."""
+    path = Path(night.lake.model_named(model_name), "metrics.json")
+    try:
+        lineage = json.loads(path.read_text()).get("lineage") or {}
+    except (OSError, ValueError):
+        lineage = {}
+    return int(lineage.get("epochs") or night.train.epochs)
+
+
+def new_refresh_dir(night: Night) -> str:
+    from jobs.nightly.promote import FRESH
+
+    return night.lake.new_model_version(night.day, FRESH)
+
+
+def refresh(night: Night, serving: str, out: str) -> list[str]:
+    """The serving model (a record name) warm-started on D's sessions into `out`: the model
+    that scores D has seen D (items first seen on D get rows)."""
+    lake, t = night.lake, night.train
+    cmd = [
+        sys.executable, "-m", "gru4rec", "train",
+        "--train", lake.sessions_day(night.day),
+        "--warm-start", lake.model_named(serving),
+        "--popularity", lake.popularity(night.day),
+        "--params", t.model_params,
+        "--set", f"n_epochs={_lineage_epochs(night, serving)}",
+        "--device", t.device,
+        "--no-baselines",
+        "--out", out,
+    ]  # fmt: skip
+    for override in t.model_overrides:
+        cmd += ["--set", override]
+    return cmd
 
 
 def train(night: Night, out: str, plan: dict | None = None) -> list[str]:
@@ -240,6 +276,11 @@ def evaluate(night: Night, candidate: str) -> list[str]:
         "--k", str(night.scoring.k),
         "--device", night.train.device,
     )  # fmt: skip
+
+
+def refreshed(night: Night, model_dir: str) -> list[str]:
+    """Record that the refreshed `model_dir` scores D (and point live.json at it)."""
+    return step(night, "refreshed", "--model", model_dir)
 
 
 def new_scored_dir(night: Night) -> str:

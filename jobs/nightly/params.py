@@ -153,6 +153,10 @@ PARAMS: dict[str, Spec] = {
         "train", TrainSettings, "select_epochs", "a full training picks its epochs (<= epochs) "
         "on the valid split (trained on train_tr), then trains them on train",
     ),
+    "refresh_before_scoring": _spec(
+        "train", TrainSettings, "refresh_before_scoring", "after the gate, update the serving "
+        "model on D's sessions (a warm start) and score D with it", "refresh",
+    ),
     "train_mode": _spec(
         "train", TrainSettings, "train_mode", "full (from scratch on the window) or incremental "
         "(warm-start the serving model on the sessions it has not seen)", "mode",

@@ -167,11 +167,43 @@ def _candidate_metrics(lake: Lake, candidate: str) -> dict | None:
         raise NoInputError(f"{path}: expected the train run's JSON metrics ({exc})") from None
 
 
+FRESH = "fresh-"  # version id prefix of a serving model refreshed on D (never a candidate)
+
+
 def model_versions(lake: Lake, day: str) -> list[str]:
-    """Names (`run=D/v=<id>`) of D's complete model versions, oldest first."""
+    """Names (`run=D/v=<id>`) of D's complete candidate versions, oldest first."""
     run = Path(lake.model_run(day))
-    done = [p.name for p in run.glob(f"{MODEL_VERSION}=*") if (p / C.MODEL_FILE).exists()]
+    done = [
+        p.name
+        for p in run.glob(f"{MODEL_VERSION}=*")
+        if (p / C.MODEL_FILE).exists() and not p.name.startswith(f"{MODEL_VERSION}={FRESH}")
+    ]
     return [f"{run.name}/{v}" for v in sorted(done)]
+
+
+def refreshed_model_name(lake: Lake, day: str, serving: str) -> str | None:
+    """The version refreshed on D from `serving`, when D has one that is complete."""
+    record = Path(lake.refresh_record(day))
+    if not record.exists():
+        return None
+    refresh = json.loads(record.read_text())
+    if refresh.get("from") != serving:  # a later decision of D serves another model
+        return None
+    if not Path(lake.model_named(refresh["model"]), C.MODEL_FILE).exists():
+        log.warning("%s names %s, which no longer exists", record, refresh["model"])
+        return None
+    return refresh["model"]
+
+
+def scoring_model_name(lake: Lake, day: str) -> str:
+    """The exact model version that scores D: the serving model, refreshed on D's sessions
+    when the night did that."""
+    serving = serving_model_name(lake, day)
+    return refreshed_model_name(lake, day, serving) or serving
+
+
+def scoring_model(lake: Lake, day: str) -> str:
+    return lake.model_named(scoring_model_name(lake, day))
 
 
 def candidate_for(lake: Lake, day: str, candidate: str | None = None) -> str:
@@ -210,16 +242,18 @@ def tonights_model(lake: Lake, day: str) -> str | None:
 
 
 def incumbent_for(lake: Lake, day: str) -> str | None:
-    """The model version serving the latest date before `day`, if it still exists."""
+    """The model version that scored the latest date before `day` (its serving model, or
+    that refreshed on its sessions), if it still exists."""
     root = Path(lake.models)
     runs = [(d, p) for p in root.glob("run=*") if (d := date_of_partition(p.name))]
     earlier = sorted((d, p) for d, p in runs if str(d) < day)
-    for _, path in reversed(earlier):
+    for d, path in reversed(earlier):
         record = path / DECISION
         if record.exists():
             serving = json.loads(record.read_text())["serving_model"]
             if serving is None:  # a first night whose candidate failed the floor
                 continue
+            serving = refreshed_model_name(lake, str(d), serving) or serving
             if Path(lake.model_named(serving), C.MODEL_FILE).exists():
                 return serving
             log.warning("%s serves %s, which no longer exists", path.name, serving)
@@ -342,3 +376,37 @@ def move_live(lake: Lake, record: dict) -> bool:
         pointer = {key: record[key] for key in ("date", "serving_model", "decided_at")}
         write_json_atomic(live_path, pointer)
         return True
+
+
+def record_refresh(lake: Lake, day: str, model_dir: str) -> dict:
+    """Record that `model_dir` (a `fresh-` version of D, warm-started from D's serving model
+    on D's sessions) scores D, and point `live.json` at it."""
+    serving = serving_model_name(lake, day)
+    name = lake.model_name(str(Path(model_dir).resolve()))
+    if not name.startswith(f"{run_partition(day)}/{MODEL_VERSION}={FRESH}"):
+        raise ConfigError(f"--model: expected a {FRESH} version of {day}, found {model_dir}")
+    metrics_path = Path(model_dir, "metrics.json")
+    if not Path(model_dir, C.MODEL_FILE).exists() or not metrics_path.exists():
+        raise NoInputError(f"no refreshed model at {model_dir}: expected model.pt, metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    warm = metrics.get("warm_start") or {}
+    if Path(warm.get("from", "")).parent.resolve() != Path(lake.model_named(serving)).resolve():
+        raise ConfigError(
+            f"{model_dir}: expected a warm start from {day}'s serving model {serving}, found "
+            f"one from {warm.get('from')}"
+        )
+    record = {
+        "date": day,
+        "from": serving,
+        "model": name,
+        "new_items": warm.get("new_items"),
+        "sessions_trained": warm.get("sessions_trained"),
+        "events_trained": warm.get("events_trained"),
+        "train_seconds": metrics.get("train_seconds"),
+        "refreshed_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    pointer = {"date": day, "serving_model": name, "decided_at": record["refreshed_at"]}
+    record["live_updated"] = move_live(lake, pointer)
+    write_json_atomic(Path(lake.refresh_record(day)), record)
+    log.info("%s is scored by %s, %s refreshed on its sessions", day, name, serving)
+    return record

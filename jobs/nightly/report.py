@@ -64,6 +64,7 @@ def run_state(lake: Lake, day: str) -> dict:
     model_dir = tonights_model(lake, day)
     state["model"] = _load(Path(model_dir, "metrics.json")) if model_dir else None
     state["promotion"] = _load(Path(lake.promotion_record(day)))
+    state["refresh"] = _load(Path(lake.refresh_record(day)))
     state["publish"] = _load(Path(lake.publish_record(day)))
     state["model_dir"] = model_dir
     return state
@@ -187,6 +188,14 @@ def _decision_sections(state: dict) -> list[str]:
             if serving
             else "No recommendations are scored or published for this date."
         )
+        fresh = state.get("refresh")
+        if serving and fresh and fresh.get("from") == serving:
+            uses = (
+                f"The serving model <code>{html.escape(str(serving))}</code> was refreshed on "
+                f"this date's sessions ({fresh.get('events_trained')} events, "
+                f"{fresh.get('new_items')} new items) into "
+                f"<code>{html.escape(str(fresh['model']))}</code>, which scores it."
+            )
         parts.append(f"<p>{verdict}: {html.escape(promo['reason'])}. {uses}</p>")
         checks = []
         if (live := promo.get("live_check")) is not None:

@@ -61,6 +61,11 @@ def step_env(master: str) -> dict:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     if master.startswith("local"):
         env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Same lake, same outputs: MKL (torch's CPU matrix products) may otherwise pick fewer
+    # threads on a loaded machine, which changes float sums in the last bits and can swap two
+    # near-tied items of a rerun's recommendations.
+    env.setdefault("MKL_DYNAMIC", "FALSE")
+    env.setdefault("OMP_DYNAMIC", "FALSE")
     env.setdefault("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env["PYTHONPATH"]) if p)
     return env

@@ -2,6 +2,7 @@
 
     evaluate                  --lake L --date D [--candidate DIR] [--margin 0.05]
                               [--baseline-margin 0.05] [--k 20]  the promotion gate
+    refreshed                 --lake L --date D --model DIR    the refreshed model scores D
     validate-recommendations  --lake L --date D --staged DIR   the scored table's quality gate
     publish                   --lake L --date D --staged DIR [--grace-hours 24]
                                                                the atomic swap of dt=D
@@ -48,8 +49,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_refreshed(args) -> int:
+    from jobs.nightly.promote import record_refresh
+
+    try:
+        record = record_refresh(_lake(args), args.date, args.model)
+    finally:
+        cmd_report(args)
+    print(json.dumps(record, indent=2, default=str))
+    return 0
+
+
 def cmd_validate_recommendations(args) -> int:
-    from jobs.nightly.promote import serving_model
+    from jobs.nightly.promote import scoring_model
     from jobs.nightly.publish import mark_validated
     from jobs.quality.recommendations import validate_scored
     from jobs.quality.store import QualityGateError, QualityStore
@@ -57,7 +69,7 @@ def cmd_validate_recommendations(args) -> int:
     lake = _lake(args)
     store = QualityStore(lake.quality_day(args.date))
     try:
-        model = serving_model(lake, args.date)
+        model = scoring_model(lake, args.date)
         result = validate_scored(args.staged, model, lake.sessions_day(args.date), store=store)
         mark_validated(args.staged, args.date, result["results"])  # reached on a pass only
     except QualityGateError as exc:
@@ -91,6 +103,7 @@ def cmd_report(args) -> int:
 
 STEPS = {
     "evaluate": cmd_evaluate,
+    "refreshed": cmd_refreshed,
     "validate-recommendations": cmd_validate_recommendations,
     "publish": cmd_publish,
     "report": cmd_report,
@@ -117,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=TrainSettings.device)
     parser.add_argument("--staged", help="the scored, unpublished version directory")
+    parser.add_argument("--model", help="refreshed: the serving model refreshed on D")
     parser.add_argument(
         "--candidate",
         help="evaluate: the model version of the date to judge (default: its newest)",
@@ -130,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.step in ("validate-recommendations", "publish") and not args.staged:
         parser.error(f"{args.step} needs --staged")
+    if args.step == "refreshed" and not args.model:
+        parser.error("refreshed needs --model")
     if args.staged:
         args.staged = str(Path(args.staged))
     if args.step == "report":  # reads the records, refreshes the report: no lease needed

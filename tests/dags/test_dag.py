@@ -16,7 +16,7 @@ from jobs.nightly.params import PARAMS
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = [
     "ingest", "validate_raw", "sessionize", "validate_sessions", "build_datasets",
-    "popularity", "validate_datasets", "train", "evaluate", "score",
+    "popularity", "validate_datasets", "train", "evaluate", "refresh", "score",
     "validate_recommendations", "publish",
 ]  # fmt: skip
 LEASE = ("hold_date", "release_date")
@@ -24,7 +24,7 @@ SPARK_TASKS = {
     "ingest", "validate_raw", "sessionize", "validate_sessions", "build_datasets",
     "popularity", "validate_datasets",
 }  # fmt: skip
-TORCH_TASKS = {"train", "evaluate", "score"}
+TORCH_TASKS = {"train", "evaluate", "refresh", "score"}
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,10 @@ def test_assets_schedule_and_docs(dag):
                  "k", "alpha", "window_days", "driver_memory"):  # fmt: skip
         assert name in dag.params, name
     assert dag.params["gap_seconds"] == 1800 and dag.params["max_events_per_user_day"] == 10_000
+
+
+def test_score_runs_after_a_skipped_refresh_but_not_after_a_failed_one(dag):
+    """refresh_before_scoring off skips the refresh task; scoring still runs then (the
+    serving model scores D), but never after a failed refresh or gate."""
+    assert dag.get_task("score").trigger_rule == "none_failed"
+    assert dag.get_task("refresh").upstream_task_ids == {"evaluate"}

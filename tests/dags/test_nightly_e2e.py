@@ -39,9 +39,17 @@ CONF = {
     "test_days": 1,
     "epochs": 1,
     "baseline_margin": 1.0,
+    "refresh_before_scoring": False,
     "spark_conf": {"spark.sql.shuffle.partitions": "2"},
 }
-SECOND = {**CONF, "baseline_margin": 0.05, "train_mode": "incremental"}
+# The second night: an incremental training, the default floor, and the serving model
+# refreshed on the day's sessions before it scores them.
+SECOND = {
+    **CONF,
+    "baseline_margin": 0.05,
+    "train_mode": "incremental",
+    "refresh_before_scoring": True,
+}
 D1, D2, D3 = "2014-04-06", "2014-04-07", "2014-04-08"
 SCHEMA = {
     "session_id": "string",
@@ -187,33 +195,44 @@ def test_second_night_trains_incrementally_and_stops_at_the_baseline_floor(night
     # The baseline floor: tonight's one-epoch model is well below the best baseline (checked,
     # so the case this night is about occurs), so it is not promoted, the night is flagged
     # and the first night's model keeps serving.
-    first = json.loads((L(lake).model_run(D1) / "promotion.json").read_text())
+    first_serving = nightly["d2_serving"][0]  # D1's model, before the rerun of D1
     fl = decision["floor"]
     assert not fl["passed"] and fl["candidate"] < fl["baseline"] * 0.95, fl
     assert fl["best_baseline"] in ("pop", "spop", "itemknn", "vsknn", "stan")
     assert not decision["promoted"] and decision["flagged"]
-    assert decision["serving_model"] == first["serving_model"] == decision["incumbent"]
+    assert first_serving.startswith(f"run={D1}/v=")
+    assert decision["serving_model"] == first_serving == decision["incumbent"]
     assert "live model keeps serving" in decision["reason"]
     assert "FLAGGED" in (L(lake).quality_day(D2) / "report.html").read_text()
+    # The serving model was refreshed on D2's sessions, and that model scored D2 and is live.
+    refresh = json.loads((L(lake).model_run(D2) / "refresh.json").read_text())
+    assert refresh["from"] == decision["serving_model"]
+    assert refresh["model"].startswith(f"run={D2}/v=fresh-")
+    sessions = pd.read_parquet(L(lake).sessions_day(D2))
+    assert refresh["events_trained"] == len(sessions)  # all of D2 was new to it
+    fresh = L(lake).model_named(refresh["model"])
+    fresh_items = set(pd.read_parquet(fresh / "items.parquet")["item_id"])
+    assert set(sessions["item_id"]) <= fresh_items  # D2's new items have rows
+    served = L(lake).model_named(refresh["from"]) / "items.parquet"
+    old_items = set(pd.read_parquet(served)["item_id"])
+    assert refresh["new_items"] == len(fresh_items - old_items) > 0  # the case occurs
+    # (test_published_recommendations_are_the_serving_models: D2's rows are this model's)
     assert nightly["live_after_second"]["date"] == D2
-    assert nightly["live_after_second"]["serving_model"] == decision["serving_model"]
+    assert nightly["live_after_second"]["serving_model"] == refresh["model"]
     # Tonight's model was warm-started from the serving model, on the sessions it had not
     # seen (the first night's test day), its item index grown append-only.
     m = json.loads((L(lake).model_named(decision["candidate"]) / "metrics.json").read_text())
     warm = m["warm_start"]
     assert m["mode"] == "incremental" and warm["from"].startswith(
-        str(L(lake).model_named(first["serving_model"]))
+        str(L(lake).model_named(first_serving))
     )
     assert 0 < warm["events_trained"] < warm["events_in_split"]
     assert m["lineage"]["warm_starts"] == 1 and [e["epoch"] for e in m["epochs"]] == [2]
-    served_ids = pd.read_parquet(L(lake).model_named(first["serving_model"]) / "items.parquet")
+    served_ids = pd.read_parquet(L(lake).model_named(first_serving) / "items.parquet")
     grown = pd.read_parquet(L(lake).model_named(decision["candidate"]) / "items.parquet")
     n_old = len(served_ids)
     assert grown["item_id"][:n_old].tolist() == served_ids["item_id"].tolist()
     assert len(grown) == n_old + warm["new_items"]
-    # The day's recommendations come from the serving model's index.
-    served = pd.read_parquet(L(lake).model_named(decision["serving_model"]) / "items.parquet")
-    assert set(_recs(lake, D2)["item_id"]) <= set(served["item_id"])
 
 
 def test_rerun_of_the_first_night_changes_nothing_else(nightly):
@@ -283,8 +302,8 @@ def test_published_recommendations_are_the_serving_models(nightly):
 
     _check_ok(nightly["second"], nightly["log"])
     lake = nightly["lake"]
-    decision = json.loads((L(lake).model_run(D2) / "promotion.json").read_text())
-    loaded = ckpt.Checkpoint(L(lake).model_named(decision["serving_model"]))
+    refresh = json.loads((L(lake).model_run(D2) / "refresh.json").read_text())
+    loaded = ckpt.Checkpoint(L(lake).model_named(refresh["model"]))  # what scored D2
     sessions = pd.read_parquet(L(lake).sessions_day(D2))
     recs = _recs(lake, D2)
     known = sessions.item_id.isin(set(loaded.item_map.ids))

@@ -165,6 +165,7 @@ def test_the_cli_trains_only_the_unseen_sessions_and_grows_the_index(tmp_path):
     assert main([*args, *FAST]) == 0
     m2 = json.loads((again / "metrics.json").read_text())
     assert m2["epochs"] == [] and m2["warm_start"]["events_trained"] == 0
+    assert m2["lineage"]["warm_starts"] == 1  # nothing trained: no step further
     same, before = ckpt.Checkpoint(again).payload["weights"], new.payload["weights"]
     assert all(torch.equal(same[k], before[k]) for k in before)
     assert inc.unseen_sessions(read_events(night2), new.extra["data_range"], "x").empty
@@ -238,3 +239,48 @@ def test_epoch_selection_stops_after_patience_and_trains_the_best_count(tmp_path
     assert [e["epoch"] for e in m["epochs"]] == [1, 2] and m["lineage"]["epochs"] == 2
     assert sel["data"]["train_tr_sessions"] == 200 and sel["data"]["valid_sessions"] == 50
     assert calls == [50] * 4  # evaluated on the valid split after each selection epoch
+
+
+def test_a_refresh_on_a_days_parquet_sessions_grows_the_index_from_the_data(tmp_path):
+    """The pipeline's refresh: --train is a day of sessions (Parquet, no items table beside
+    it) and --popularity the window's table, indexed differently: both are mapped by id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    one = synthetic_sessions(n_sessions=150, seed=1)
+    tsv = tmp_path / "n1.tsv"
+    one.to_csv(tsv, sep="\t", index=False)
+    full = tmp_path / "full"
+    assert main(["train", "--train", str(tsv), "--out", str(full), *FAST]) == 0
+    day = synthetic_sessions(n_sessions=120, n_items=45, seed=3)
+    day["Time"] += one["Time"].max() + 3600 - day["Time"].min()
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    pq.write_table(
+        pa.table({
+            "session_id": day["SessionId"].astype(str),
+            "user_id": day["SessionId"].astype(str),
+            "item_id": day["ItemId"].astype(str),
+            "ts": pd.to_datetime(day["Time"], unit="s", utc=True),
+            "seq": day.groupby("SessionId").cumcount().astype("int32"),
+        }),
+        sessions / "part-0.parquet",
+    )  # fmt: skip
+    ids = [str(i) for i in range(39, -1, -1)]  # the window's index: another order, no new items
+    pop = tmp_path / "popularity"
+    pop.mkdir()
+    pq.write_table(
+        pa.table({"item_idx": list(range(40)), "item_id": ids, "weight": [1.0 + i for i in
+                  range(40)], "alpha": [0.5] * 40}),
+        pop / "part-0.parquet",
+    )  # fmt: skip
+    out = tmp_path / "fresh"
+    args = ["train", "--train", str(sessions), "--warm-start", str(full), "--popularity",
+            str(pop), "--out", str(out), *FAST]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["warm_start"]["new_items"] == 5 and m["warm_start"]["events_trained"] == len(day)
+    assert m["sampling"]["source"] == str(pop)
+    grown = ckpt.Checkpoint(out).item_map
+    assert set(grown.ids[40:]) == {str(i) for i in range(40, 45)}
+    assert list(grown.ids[:40]) == list(ckpt.Checkpoint(full).item_map.ids)

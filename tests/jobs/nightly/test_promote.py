@@ -278,3 +278,44 @@ def test_a_first_night_below_the_floor_serves_nothing_and_the_next_good_night_do
     second = promote.gate(lake, "2026-01-02", margin=0.05, k=20)
     assert second["promoted"] and second["serving_model"] == "run=2026-01-02/v=a"
     assert json.loads(live.read_text())["serving_model"] == "run=2026-01-02/v=a"
+
+
+def _fresh(lake, day, from_dir: str, version="fresh-b") -> str:
+    d = Path(lake.model_version(day, version))
+    d.mkdir(parents=True)
+    (d / "model.pt").write_bytes(b"refreshed")
+    warm = {"from": f"{from_dir}/model.pt", "new_items": 3, "events_trained": 40}
+    (d / "metrics.json").write_text(json.dumps({"warm_start": warm, "train_seconds": 1.0}))
+    return str(d)
+
+
+def test_the_refreshed_model_scores_the_date_and_is_the_next_incumbent(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path))
+    _model(lake, "2026-01-01")
+    first = promote.gate(lake, "2026-01-01", margin=0.05, k=20)
+    serving = first["serving_model"]
+    assert promote.scoring_model_name(lake, "2026-01-01") == serving  # not refreshed (yet)
+    # a refresh must be a fresh- version of the date, warm-started from its serving model
+    with pytest.raises(Exception, match="expected a fresh- version"):
+        promote.record_refresh(lake, "2026-01-01", lake.model_named(serving))
+    stranger = _fresh(lake, "2026-01-01", str(tmp_path / "elsewhere"), version="fresh-x")
+    with pytest.raises(Exception, match="expected a warm start from 2026-01-01's serving"):
+        promote.record_refresh(lake, "2026-01-01", stranger)
+    fresh = _fresh(lake, "2026-01-01", lake.model_named(serving))
+    record = promote.record_refresh(lake, "2026-01-01", fresh)
+    assert record["from"] == serving and record["model"] == "run=2026-01-01/v=fresh-b"
+    assert record["new_items"] == 3 and record["live_updated"]
+    assert promote.scoring_model_name(lake, "2026-01-01") == record["model"]
+    assert (
+        json.loads((tmp_path / "models" / "live.json").read_text())["serving_model"]
+        == (record["model"])
+    )
+    # the fresh version is never taken for the date's candidate, and is the next incumbent
+    assert promote.model_versions(lake, "2026-01-01") == [serving]
+    assert promote.candidate_for(lake, "2026-01-01") == serving
+    assert promote.incumbent_for(lake, "2026-01-02") == record["model"]
+    # a later decision of the date that serves another model ignores the old refresh
+    (Path(lake.model_run("2026-01-01")) / "promotion.json").write_text(
+        json.dumps({"serving_model": "run=2026-01-01/v=zzz"})
+    )
+    assert promote.scoring_model_name(lake, "2026-01-01") == "run=2026-01-01/v=zzz"
