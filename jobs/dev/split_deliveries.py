@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     picks = F.array(*[F.lit(str(d)) for d in days])
     spread = F.element_at(
-        picks, (F.abs(F.xxhash64(*[F.col(f"`{c}`") for c in columns])) % len(days)) + 1
+        picks,
+        ((F.abs(F.xxhash64(*[F.col(f"`{c}`") for c in columns])) % len(days)) + 1).cast("int"),
     )
     out = tagged.withColumn("dt", F.coalesce(F.col("_split_day").cast("string"), spread))
     out = out.select(*[F.col(f"`{c}`") for c in columns], "dt").repartition("dt")

@@ -83,6 +83,8 @@ class NightRun:
             return [commands.ingest(n, mapping)]
         if step in SUITE_OF:
             return [commands.validate(n, SUITE_OF[step])]
+        if step in ("sessionize", "build_datasets", "popularity"):
+            return [getattr(commands, step)(n)]
         if step == "train":
             self.model = commands.new_model_dir(n)
             self.plan = commands.train_plan(n)
@@ -110,7 +112,7 @@ class NightRun:
             return [commands.validate_recommendations(n, self.staged)] if self.staged else []
         if step == "publish":
             return [commands.publish(n, self.staged)] if self.staged else []
-        return [getattr(commands, step)(n)]
+        raise ValueError(f"unknown step {step!r}; expected one of {STEPS}")
 
     def run(self, echo) -> str | None:
         """Every step; the step a data failure stopped the night at (None: it completed)."""
@@ -336,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--out {out} is not empty (pass --keep to continue in it)")
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GRU4REC_ROOTS", json.dumps([str(out)]))
+    if "GRU4REC_SPARK_CONF" not in os.environ:  # short Spark applications: the quick JIT
+        from jobs.dev.embedded import quick_jvm
+
+        os.environ.update(quick_jvm())
     os.environ.setdefault("GRU4REC_PRIVATE_DIR", str(out / "private"))
     params = {
         "lake": str(out / "lake"),
@@ -364,7 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             unrefreshed[night.day] = nr.unrefreshed
         row = night_row(lake, night.day, nr, stopped)
         rows.append(row)
-        print(f"night {night.day}: {'stopped at ' + stopped if stopped else 'published'}; "
+        published = Path(lake.publish_record(night.day)).exists()
+        done = f"stopped at {stopped}" if stopped else ("published" if published else "no model")
+        print(f"night {night.day}: {done}; "
               f"{row.get('mode')} {row.get('train_seconds') or 0:.1f} s training; "
               f"GRU4Rec R@20 {row.get('gru4rec_recall@20')}; promoted {row.get('promoted')} "
               f"({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip

@@ -64,6 +64,9 @@ def _decided(lake: Lake, serving: str | None) -> None:
 def test_a_night_runs_the_dags_steps_and_skips_what_the_dag_skips(tmp_path, refresh):
     night = Night.from_params({"lake": str(tmp_path), "refresh_before_scoring": refresh}, DAY)
     nr = backtest.NightRun(night)
+    for step in ("sessionize", "build_datasets", "popularity"):  # before any decision
+        (cmd,) = nr.commands(step)
+        assert any(a.endswith(f"{step}.py") for a in cmd), step
     (gate,) = nr.commands("validate_raw")
     assert any(a.endswith("validate.py") for a in gate) and "raw_events" in gate
     nr.model = nr.commands("train")[0][-1]  # --out
