@@ -169,11 +169,7 @@ def train_plan(night: Night) -> dict:
     incumbent = incumbent_for(night.lake, night.day)
     if incumbent is None:
         return {"mode": "full", "reason": "no serving model to warm-start from"}
-    metrics_path = Path(night.lake.model_named(incumbent), "metrics.json")
-    try:
-        lineage = json.loads(metrics_path.read_text()).get("lineage") or {}
-    except (OSError, ValueError):
-        lineage = {}
+    lineage = _lineage(night, incumbent)
     done = int(lineage.get("warm_starts", 0))  # a refresh on a day counts as a warm start
     if done + 1 >= t.full_every:
         return {
@@ -185,19 +181,23 @@ def train_plan(night: Night) -> dict:
         "mode": "incremental",
         "warm_start": incumbent,
         # as many epochs as the lineage's full training chose (on the new sessions only)
-        "epochs": _lineage_epochs(night, incumbent),
+        "epochs": int(lineage.get("epochs") or t.epochs),
         "reason": f"warm start {done + 1} of {t.full_every - 1} from {incumbent}",
     }
 
 
-def _lineage_epochs(night: Night, model_name: str) -> int:
-    """The epochs the full training of a model's lineage chose (else the `epochs` param)."""
+def _lineage(night: Night, model_name: str) -> dict:
+    """A model's lineage as its metrics.json records it ({} when it records none)."""
     path = Path(night.lake.model_named(model_name), "metrics.json")
     try:
-        lineage = json.loads(path.read_text()).get("lineage") or {}
+        return json.loads(path.read_text()).get("lineage") or {}
     except (OSError, ValueError):
-        lineage = {}
-    return int(lineage.get("epochs") or night.train.epochs)
+        return {}
+
+
+def _lineage_epochs(night: Night, model_name: str) -> int:
+    """The epochs the full training of a model's lineage chose (else the `epochs` param)."""
+    return int(_lineage(night, model_name).get("epochs") or night.train.epochs)
 
 
 def new_refresh_dir(night: Night) -> str:
