@@ -72,8 +72,16 @@ def _train(sub, fmt) -> None:
     start.add_argument(
         "--warm-start",
         help="incremental training: continue this checkpoint's weights and optimizer for "
-        "n_epochs on the sessions of --train it has not seen; items new in --train are "
+        "n_epochs on the sessions of --train it has not seen; the items new in them are "
         "appended to its item index",
+    )
+    t.add_argument(
+        "--min-new-item-support",
+        type=int,
+        default=1,
+        help="with --warm-start: an item the checkpoint does not know needs this many events "
+        "among the sessions trained to get a row (its events are dropped otherwise, and "
+        "counted); the pipeline passes its min_item_support",
     )
     t.add_argument(
         "--select-epochs",

@@ -177,12 +177,16 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
     from gru4rec import incremental as inc
 
     source = ckpt.Checkpoint(args.warm_start)
-    ws = inc.warm_start(source, cfg, item_map, resolve_device(cfg.device))
-    frame = inc.unseen_sessions(train_frame, ws.seen, str(source.path))
+    inc.check_compatible(source, cfg)
+    unseen = inc.unseen_sessions(train_frame, source.extra.get("data_range"), str(source.path))
+    frame, tonight, filtered = inc.trainable(
+        unseen, item_map, source.item_map, args.min_new_item_support
+    )
+    ws = inc.warm_start(source, cfg, tonight, resolve_device(cfg.device))
     weights = None
     if table is not None:
         table_map = ItemMap(table.ids, np.zeros(len(table.ids), dtype=np.int64))
-        weights = inc.grown_weights(table.weights, table_map, ws.item_map)
+        weights = inc.grown_weights(table.weights, table_map, ws.item_map, cfg.sample_alpha)
     grown_cfg = dataclasses.replace(cfg, n_epochs=ws.epochs_done + cfg.n_epochs)
     trainer = Trainer(
         grown_cfg, ws.item_map, model=ws.model, optimizer=ws.optimizer,
@@ -197,6 +201,8 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
         "sessions_trained": int(frame["session_id"].nunique()),
         "events_trained": int(len(frame)),
         "events_in_split": int(len(train_frame)),
+        "events_unseen": int(len(unseen)),
+        **filtered,
     }
     return trainer, frame, ws, record
 

@@ -136,20 +136,26 @@ class TrainSettings:
     model_overrides: tuple = ()  # extra `key=value` GRU4Rec parameters
     device: str = "auto"  # auto: a CUDA GPU when torch sees one, else the CPU
     # full: every night from scratch on the window; incremental: warm-start the serving model
-    # on the sessions it has not seen, `epochs` epochs, with a full retrain every `full_every`
-    # nights (and whenever there is nothing to warm-start from)
+    # on the sessions it has not seen, `warm_epochs` epochs, with a full retrain every
+    # `full_every` nights (and whenever there is nothing to warm-start from)
     mode: str = "full"
     full_every: int = 7
+    # epochs of every warm start (an incremental night, the refresh) on its new sessions. On
+    # the Taobao sample's first refresh (Recall@20 on the next day's test split): 1 epoch
+    # 0.283, 2 0.395, 10 0.424 (0.332 without the refresh); 2 keeps a warm start well under a
+    # third of a full training's time (benchmarks/RESULTS.md)
+    warm_epochs: int = 2
     # a full training first chooses its number of epochs (at most `epochs`) on the valid split
     # (trained on train_tr, by the gate's metric), then trains that many on train
     select_epochs: bool = True
-    # before scoring D, the serving model is warm-started on D's sessions (as many epochs as
-    # its full training chose), so the model that scores D has seen D and its new items
+    # before scoring D, the serving model is warm-started on D's sessions (`warm_epochs`
+    # epochs), so the model that scores D has seen D and its new items
     refresh: bool = True
 
     def __post_init__(self) -> None:
         _check_int(self, "epochs", 1)
         _check_int(self, "full_every", 1)
+        _check_int(self, "warm_epochs", 1)
         if self.mode not in ("full", "incremental"):
             _fail("train_mode", "full or incremental", self.mode)
         object.__setattr__(self, "model_overrides", tuple(self.model_overrides))

@@ -180,8 +180,7 @@ def train_plan(night: Night) -> dict:
     return {
         "mode": "incremental",
         "warm_start": incumbent,
-        # as many epochs as the lineage's full training chose (on the new sessions only)
-        "epochs": int(lineage.get("epochs") or t.epochs),
+        "epochs": t.warm_epochs,  # on the sessions the serving model has not seen
         "reason": f"warm start {done + 1} of {t.full_every - 1} from {incumbent}",
     }
 
@@ -193,11 +192,6 @@ def _lineage(night: Night, model_name: str) -> dict:
         return json.loads(path.read_text()).get("lineage") or {}
     except (OSError, ValueError):
         return {}
-
-
-def _lineage_epochs(night: Night, model_name: str) -> int:
-    """The epochs the full training of a model's lineage chose (else the `epochs` param)."""
-    return int(_lineage(night, model_name).get("epochs") or night.train.epochs)
 
 
 def new_refresh_dir(night: Night) -> str:
@@ -216,7 +210,8 @@ def refresh(night: Night, serving: str, out: str) -> list[str]:
         "--warm-start", lake.model_named(serving),
         "--popularity", lake.popularity(night.day),
         "--params", t.model_params,
-        "--set", f"n_epochs={_lineage_epochs(night, serving)}",
+        "--set", f"n_epochs={t.warm_epochs}",
+        "--min-new-item-support", str(night.datasets.min_item_support),
         "--device", t.device,
         "--no-baselines",
         "--out", out,
@@ -246,6 +241,7 @@ def train(night: Night, out: str, plan: dict | None = None) -> list[str]:
         cmd += ["--set", override]
     if plan and plan["mode"] == "incremental":
         cmd += ["--warm-start", lake.model_named(plan["warm_start"]), "--fallback-full"]
+        cmd += ["--min-new-item-support", str(night.datasets.min_item_support)]
     if t.select_epochs and t.epochs > 1:  # a full training (or a refused warm start's)
         splits = [lake.split(night.day, "train_tr"), lake.split(night.day, "valid")]
         cmd += ["--select-epochs", *splits, "--select-by", night.metric]

@@ -165,6 +165,10 @@ PARAMS: dict[str, Spec] = {
         "train", TrainSettings, "full_retrain_every", "incremental: a full retrain every N "
         "nights (1 = always full)", "full_every",
     ),
+    "incremental_epochs": _spec(
+        "train", TrainSettings, "incremental_epochs", "epochs of a warm start (an incremental "
+        "night, the refresh) on the sessions the model has not seen", "warm_epochs",
+    ),
     "k": _spec("scoring", ScoringSettings, "k", "recommendations per session"),
     "promotion_margin": _spec(
         "promotion", PromotionSettings, "promotion_margin", "relative Recall@k the new model "

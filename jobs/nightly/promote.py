@@ -402,6 +402,9 @@ def record_refresh(lake: Lake, day: str, model_dir: str) -> dict:
         "new_items": warm.get("new_items"),
         "sessions_trained": warm.get("sessions_trained"),
         "events_trained": warm.get("events_trained"),
+        # the day's events of new items rarer than min_item_support: not trained, no row
+        "new_items_too_rare": warm.get("new_items_too_rare"),
+        "events_of_rare_new_items_dropped": warm.get("events_of_rare_new_items_dropped"),
         "train_seconds": metrics.get("train_seconds"),
         "refreshed_at": dt.datetime.now(dt.UTC).isoformat(),
     }

@@ -79,13 +79,17 @@ def test_new_items_get_fresh_rows_and_the_growth_changes_no_old_row():
     grown, n_new = inc.grow_item_map(old, tonight)
     assert list(grown.ids) == ["a", "b", "c", "d", "e"] and n_new == 2
     assert list(grown.support) == [1, 4, 0, 9, 2]  # tonight's support; c is gone tonight
-    np.testing.assert_array_equal(
-        inc.grown_weights(np.array([0.9, 0.4, 0.2, 0.1]), tonight, grown),
-        [0.1, 0.4, 0.1, 0.9, 0.2],  # c: the table's smallest weight
+    # a popularity table built before d and e existed, without c: the table's weights where it
+    # has them, else support^alpha (c has no support tonight: 1^alpha)
+    table = ItemMap(np.array(["b", "a", "z"], dtype=object), np.zeros(3, dtype=np.int64))
+    np.testing.assert_allclose(
+        inc.grown_weights(np.array([0.4, 0.9, 0.2]), table, grown, 0.5),
+        [0.9, 0.4, 1.0, 3.0, math.sqrt(2.0)],
     )
 
     model = GRU4RecModel(cfg, 3)
     model.init_weights(1)
+    model.sparse["By"][:, 0] = torch.tensor([-1.0, -2.0, -0.5])  # as training leaves them
     opt = AdagradM(0.1, 0.2)
     for name in ("WyBy", "E"):
         table = model.out_table if name == "WyBy" else model.sparse["E"]
@@ -111,7 +115,8 @@ def test_new_items_get_fresh_rows_and_the_growth_changes_no_old_row():
         sigma = math.sqrt(6.0 / (3 + n + new_rows.shape[1]))
         assert bound <= sigma and new_rows.abs().max().item() <= sigma
         assert new_rows.std().item() == pytest.approx(ref.std().item(), rel=0.05)
-    assert torch.count_nonzero(big.sparse["By"][3:]) == 0
+    # a new item's bias starts at the known items' median, not at 0 above all of them
+    assert torch.equal(big.sparse["By"][3:], torch.full((n, 1), -1.0))
     for name, (acc, vel) in opt.state.items():
         if name == "dense":
             assert torch.equal(acc, state_before[name][0])
@@ -119,6 +124,26 @@ def test_new_items_get_fresh_rows_and_the_growth_changes_no_old_row():
         assert acc.shape[0] == 3 + n and torch.equal(acc[:3], state_before[name][0])
         assert torch.count_nonzero(acc[3:]) == 0 and torch.count_nonzero(vel[3:]) == 0
         assert torch.equal(vel[:3], state_before[name][1])
+
+
+def test_a_warm_start_grows_only_items_it_trains_with_enough_events():
+    known = ItemMap(np.array(["a", "b"], dtype=object), np.array([5, 3]))
+    split = ItemMap(np.array(["a", "b", "c", "d", "e"], dtype=object), np.ones(5, dtype=np.int64))
+    frame = pd.DataFrame({
+        "session_id": ["s1"] * 4 + ["s2"] * 4,
+        "item_id": ["a", "c", "d", "c", "c", "e", "x", "b"],  # c: 3 events; d, e: 1; x unindexed
+    })  # fmt: skip
+    kept, tonight, record = inc.trainable(frame, split, known, 2)
+    assert list(kept["item_id"]) == ["a", "c", "c", "c", "b"]
+    assert dict(zip(tonight.ids, tonight.support, strict=True)) == {"c": 3, "a": 1, "b": 1}
+    assert record == {
+        "min_new_item_support": 2, "new_items_too_rare": 2,
+        "events_of_rare_new_items_dropped": 2, "events_of_unindexed_items_dropped": 1,
+    }  # fmt: skip
+    everything = inc.trainable(frame, None, known, 1)[0]
+    assert len(everything) == len(frame)  # no index, no minimum: every event trains
+    kept, tonight, _ = inc.trainable(frame[frame.item_id == "d"], split, known, 2)
+    assert kept.empty and tonight is None  # nothing to train: nothing grows
 
 
 def test_the_cli_trains_only_the_unseen_sessions_and_grows_the_index(tmp_path):
@@ -165,6 +190,7 @@ def test_the_cli_trains_only_the_unseen_sessions_and_grows_the_index(tmp_path):
     assert main([*args, *FAST]) == 0
     m2 = json.loads((again / "metrics.json").read_text())
     assert m2["epochs"] == [] and m2["warm_start"]["events_trained"] == 0
+    assert m2["warm_start"]["new_items"] == 0 and m2["n_items"] == m["n_items"]  # no untrained row
     assert m2["lineage"]["warm_starts"] == 1  # nothing trained: no step further
     same, before = ckpt.Checkpoint(again).payload["weights"], new.payload["weights"]
     assert all(torch.equal(same[k], before[k]) for k in before)

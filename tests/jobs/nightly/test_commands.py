@@ -141,7 +141,10 @@ def _served(lake, day: str, warm_starts: int) -> str:
 def test_the_train_plan_warm_starts_the_serving_model_and_retrains_fully_every_n_nights(
     tmp_path,
 ):
-    params = {"lake": str(tmp_path), "train_mode": "incremental", "full_retrain_every": 3}
+    params = {
+        "lake": str(tmp_path), "train_mode": "incremental", "full_retrain_every": 3,
+        "incremental_epochs": 2,
+    }  # fmt: skip
     night = Night.from_params(params, DAY)
     first = commands.train_plan(night)
     assert first["mode"] == "full" and "no serving model" in first["reason"]
@@ -151,12 +154,20 @@ def test_the_train_plan_warm_starts_the_serving_model_and_retrains_fully_every_n
     assert plan == {
         "mode": "incremental",
         "warm_start": served,
-        "epochs": 3,  # what the lineage's full training chose
+        "epochs": 2,  # incremental_epochs, not the 3 its full training chose
         "reason": f"warm start 2 of 2 from {served}",
     }
     cmd = commands.train(night, "out", plan)
     assert _arg(cmd, "--warm-start") == night.lake.model_named(served) and "--fallback-full" in cmd
-    assert "n_epochs=3" in cmd
+    assert "n_epochs=2" in cmd
+    # the refresh warm-starts the serving model on D's sessions, as many epochs
+    fresh = commands.refresh(night, served, "fresh")
+    assert _arg(fresh, "--train") == night.lake.sessions_day(DAY) and "n_epochs=2" in fresh
+    assert _arg(fresh, "--warm-start") == night.lake.model_named(served)
+    assert (
+        commands.train_plan(Night.from_params({**params, "incremental_epochs": 1}, DAY))["epochs"]
+        == 1
+    )
     # a full training chooses its epochs on the valid split, by the gate's metric
     full = commands.train(night, "out", first)
     i = full.index("--select-epochs")
