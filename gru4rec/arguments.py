@@ -7,6 +7,19 @@ import argparse
 from gru4rec.config import AUTO_DEVICE, PARAM_SETS, TIE_MODES
 
 
+def _at_least(low: int):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = None
+        if n is None or n < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, found {value!r}")
+        return n
+
+    return parse
+
+
 def _cutoffs(value: str) -> tuple[int, ...]:
     try:
         out = tuple(sorted({int(x) for x in value.split(",") if x.strip()}))
@@ -72,12 +85,18 @@ def _train(sub, fmt) -> None:
     start.add_argument(
         "--warm-start",
         help="incremental training: continue this checkpoint's weights and optimizer for "
-        "n_epochs on the sessions of --train it has not seen; the items new in them are "
+        "--warm-epochs on the sessions of --train it has not seen; the items new in them are "
         "appended to its item index",
     )
     t.add_argument(
+        "--warm-epochs",
+        type=_at_least(0),
+        help="with --warm-start: epochs on the unseen sessions (default: n_epochs); a full "
+        "training that replaces a refused warm start (--fallback-full) keeps n_epochs",
+    )
+    t.add_argument(
         "--min-new-item-support",
-        type=int,
+        type=_at_least(1),
         default=1,
         help="with --warm-start: an item the checkpoint does not know needs this many events "
         "among the sessions trained to get a row (its events are dropped otherwise, and "

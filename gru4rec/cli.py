@@ -173,7 +173,9 @@ def select_epochs(args, cfg: Config, item_map: ItemMap, table) -> dict:
 
 
 def _warm_trainer(args, cfg, train_frame, item_map, table):
-    """(trainer, training frame, grown item map, warm-start record) of `--warm-start`."""
+    """(trainer, training frame, warm start, record, the event range considered) of
+    `--warm-start`. The range covers every unseen event, trained or dropped by the item
+    rules, so the next warm start does not take up the same sessions again."""
     from gru4rec import incremental as inc
 
     source = ckpt.Checkpoint(args.warm_start)
@@ -187,11 +189,15 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
     if table is not None:
         table_map = ItemMap(table.ids, np.zeros(len(table.ids), dtype=np.int64))
         weights = inc.grown_weights(table.weights, table_map, ws.item_map, cfg.sample_alpha)
-    grown_cfg = dataclasses.replace(cfg, n_epochs=ws.epochs_done + cfg.n_epochs)
+    epochs = args.warm_epochs if args.warm_epochs is not None else cfg.n_epochs
+    grown_cfg = dataclasses.replace(cfg, n_epochs=ws.epochs_done + epochs)
     trainer = Trainer(
         grown_cfg, ws.item_map, model=ws.model, optimizer=ws.optimizer,
         epochs_done=ws.epochs_done, sample_weights=weights,
     )  # fmt: skip
+    # the trainer's index carries tonight's support (its logQ correction); the saved one the
+    # lineage's: the checkpoint's support plus tonight's (the scorer's popularity fallback)
+    ws = dataclasses.replace(ws, item_map=inc.lineage_support(source.item_map, ws.item_map))
     record = {
         "from": str(source.path),
         "epochs_before": ws.epochs_done,
@@ -204,7 +210,7 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
         "events_unseen": int(len(unseen)),
         **filtered,
     }
-    return trainer, frame, ws, record
+    return trainer, frame, ws, record, inc.data_range(unseen)
 
 
 def _unseen_data(frame, item_map: ItemMap) -> SessionData | None:
@@ -241,9 +247,12 @@ def cmd_train(args) -> int:
     }
     refused = None
     window_frame = train_frame  # the whole split: baselines, summaries
+    considered = None  # the event range this run takes in (trained, or dropped by rule)
     if args.warm_start:
         try:
-            trainer, train_frame, ws, warm = _warm_trainer(args, cfg, train_frame, item_map, table)
+            trainer, train_frame, ws, warm, considered = _warm_trainer(
+                args, cfg, train_frame, item_map, table
+            )
             item_map, seen, lineage = ws.item_map, ws.seen, ws.lineage
         except ckpt.CheckpointError as exc:
             if not args.fallback_full:
@@ -260,7 +269,9 @@ def cmd_train(args) -> int:
         trainer = _trainer(cfg, item_map, resumed, table)
     if warm is None and resumed is None:
         lineage["epochs"] = cfg.n_epochs  # what the lineage's warm starts train for
-    seen = inc.merge_ranges(seen, inc.data_range(train_frame))
+    if warm is None:
+        considered = inc.data_range(train_frame)
+    seen = inc.merge_ranges(seen, considered)
     train = build_sessions(window_frame, item_map, "train")
     fit_on = train
     if warm is not None:

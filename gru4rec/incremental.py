@@ -68,6 +68,14 @@ def grow_item_map(old: ItemMap, tonight: ItemMap) -> tuple[ItemMap, int]:
     return ItemMap(ids, support), int(is_new.sum())
 
 
+def lineage_support(old: ItemMap, grown: ItemMap) -> ItemMap:
+    """The grown index with the support of everything its lineage trained on: the old
+    checkpoint's support (its first rows, in order) plus tonight's (`grown.support`)."""
+    support = np.asarray(grown.support, dtype=np.int64).copy()
+    support[: len(old)] += np.asarray(old.support, dtype=np.int64)
+    return ItemMap(grown.ids, support)
+
+
 def grown_weights(weights: np.ndarray, table: ItemMap, grown: ItemMap, alpha: float) -> np.ndarray:
     """Sampling weights (in `table`'s order) in the grown index's order. An item the table
     lacks (first seen after it was built) gets support^alpha, the weight the popularity job
@@ -86,30 +94,42 @@ def trainable(
     """The unseen events a warm start trains on, and the index of their items (support: their
     event count; None when nothing is left). An item the checkpoint does not know gets a row
     only when it is in the split's index (None: any) and has at least `min_new_support` of
-    these events, the rule the datasets' item filter applies to a window; the events of
-    rarer new items are dropped and counted."""
+    the events trained, the rule the datasets' item filter applies to a window; the events of
+    rarer new items are dropped, and so are sessions left with fewer than 2 events (training
+    cannot use them), until both rules hold together, so every new row is trained. Each drop
+    is counted by its reason."""
     items = frame["item_id"].astype(str).to_numpy(dtype=object)
+    sessions = frame["session_id"].to_numpy(dtype=object)
     is_known = known.lookup(items) >= 0
-    allowed = ~is_known
-    if split_items is not None:
-        allowed &= split_items.lookup(items) >= 0
-    counts = pd.Series(items[allowed], dtype=object).value_counts()
-    per_event = pd.Series(items, dtype=object).map(counts).fillna(0).to_numpy()
-    new_ok = allowed & (per_event >= min_new_support)
-    keep = is_known | new_ok
-    dropped_items = int((counts < min_new_support).sum())
+    indexed = is_known | (split_items.lookup(items) >= 0 if split_items is not None else True)
+    keep = indexed.copy()
+    rare = np.zeros(len(frame), dtype=bool)
+    short = np.zeros(len(frame), dtype=bool)
+    while True:
+        new_count = pd.Series(items[keep & ~is_known], dtype=object).value_counts()
+        support = pd.Series(items, dtype=object).map(new_count).fillna(0).to_numpy()
+        too_rare = keep & ~is_known & (support < min_new_support)
+        left = keep & ~too_rare
+        length = pd.Series(left, dtype=np.int64).groupby(sessions, sort=False).transform("sum")
+        too_short = left & (length.to_numpy() < 2)
+        if not (too_rare.any() or too_short.any()):
+            break
+        rare |= too_rare
+        short |= too_short
+        keep &= ~(too_rare | too_short)
     record = {
         "min_new_item_support": int(min_new_support),
-        "new_items_too_rare": dropped_items,
-        "events_of_rare_new_items_dropped": int((~is_known & ~new_ok & allowed).sum()),
-        "events_of_unindexed_items_dropped": int((~is_known & ~allowed).sum()),
+        "new_items_too_rare": int(len(set(items[rare]) - set(items[keep]))),
+        "events_of_rare_new_items_dropped": int(rare.sum()),
+        "events_of_unindexed_items_dropped": int((~indexed).sum()),
+        "events_of_short_sessions_dropped": int(short.sum()),
     }
-    if record["events_of_rare_new_items_dropped"] or record["events_of_unindexed_items_dropped"]:
+    if any(v for k, v in record.items() if k.startswith("events_")):
         log.info("warm start: %s", record)
     kept = frame[keep]
     if kept.empty:
         return kept, None, record
-    return kept, ItemMap.from_train(kept["item_id"].astype(str).to_numpy(dtype=object)), record
+    return kept, ItemMap.from_train(items[keep]), record
 
 
 def grow_model(model: GRU4RecModel, n_items: int, seed: int) -> GRU4RecModel:
@@ -216,8 +236,9 @@ def warm_start(
     """The checkpoint's model and optimizer, grown to tonight's new items (`tonight`: the
     items of the events trained tonight; None: nothing is trained, nothing grows)."""
     check_compatible(checkpoint, cfg)
-    if tonight is None:
-        grown_map, n_new = checkpoint.item_map, 0
+    if tonight is None:  # no support tonight
+        old = checkpoint.item_map
+        grown_map, n_new = ItemMap(old.ids, np.zeros(len(old), dtype=np.int64)), 0
     else:
         grown_map, n_new = grow_item_map(checkpoint.item_map, tonight)
     model = checkpoint.model(device, cfg)

@@ -210,7 +210,7 @@ def refresh(night: Night, serving: str, out: str) -> list[str]:
         "--warm-start", lake.model_named(serving),
         "--popularity", lake.popularity(night.day),
         "--params", t.model_params,
-        "--set", f"n_epochs={t.warm_epochs}",
+        "--warm-epochs", str(t.warm_epochs),
         "--min-new-item-support", str(night.datasets.min_item_support),
         "--device", t.device,
         "--no-baselines",
@@ -232,7 +232,7 @@ def train(night: Night, out: str, plan: dict | None = None) -> list[str]:
         "--test", lake.split(night.day, "test"),
         "--popularity", lake.popularity(night.day),
         "--params", t.model_params,
-        "--set", f"n_epochs={(plan or {}).get('epochs', t.epochs)}",
+        "--set", f"n_epochs={t.epochs}",  # a full training's (at most, with selection)
         "--device", t.device,
         "--cutoffs", cutoffs(night.scoring.k),
         "--out", out,
@@ -240,7 +240,9 @@ def train(night: Night, out: str, plan: dict | None = None) -> list[str]:
     for override in t.model_overrides:
         cmd += ["--set", override]
     if plan and plan["mode"] == "incremental":
+        # a refused warm start falls back to a full training of `epochs`, not `warm_epochs`
         cmd += ["--warm-start", lake.model_named(plan["warm_start"]), "--fallback-full"]
+        cmd += ["--warm-epochs", str(plan["epochs"])]
         cmd += ["--min-new-item-support", str(night.datasets.min_item_support)]
     if t.select_epochs and t.epochs > 1:  # a full training (or a refused warm start's)
         splits = [lake.split(night.day, "train_tr"), lake.split(night.day, "valid")]

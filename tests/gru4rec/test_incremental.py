@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -139,11 +140,35 @@ def test_a_warm_start_grows_only_items_it_trains_with_enough_events():
     assert record == {
         "min_new_item_support": 2, "new_items_too_rare": 2,
         "events_of_rare_new_items_dropped": 2, "events_of_unindexed_items_dropped": 1,
+        "events_of_short_sessions_dropped": 0,
     }  # fmt: skip
     everything = inc.trainable(frame, None, known, 1)[0]
     assert len(everything) == len(frame)  # no index, no minimum: every event trains
     kept, tonight, _ = inc.trainable(frame[frame.item_id == "d"], split, known, 2)
     assert kept.empty and tonight is None  # nothing to train: nothing grows
+
+
+def test_a_warm_start_drops_what_training_could_not_use_until_both_rules_hold():
+    """Training drops sessions of fewer than 2 events, so an item whose events are there would
+    get a row it never trains. s1 loses its rare d and is left with one event (c); c is then
+    down to 2 events, one short of the minimum, so s2's c goes too; s2 keeps a b; s3 is a
+    one-event session of a known item."""
+    known = ItemMap(np.array(["a", "b"], dtype=object), np.array([5, 3]))
+    frame = pd.DataFrame({
+        "session_id": ["s1", "s1", "s2", "s2", "s2", "s2", "s3", "s4", "s4"],
+        "item_id": ["c", "d", "a", "c", "b", "c", "a", "e", "e"],
+    })  # fmt: skip
+    kept, tonight, record = inc.trainable(frame, None, known, 3)
+    assert list(kept["item_id"]) == ["a", "b"]
+    assert dict(zip(tonight.ids, tonight.support, strict=True)) == {"a": 1, "b": 1}
+    assert record["events_of_rare_new_items_dropped"] == 5  # d, then c twice, e twice
+    assert record["events_of_short_sessions_dropped"] == 2  # s1's c, s3's a
+    assert record["new_items_too_rare"] == 3
+    assert len(kept) + 5 + 2 == len(frame)  # every event kept or counted
+    kept, tonight, record = inc.trainable(frame, None, known, 2)  # c and e stay
+    assert list(kept["item_id"]) == ["a", "c", "b", "c", "e", "e"]
+    assert record["events_of_short_sessions_dropped"] == 2  # s1's c (after d), s3's a
+    assert dict(zip(tonight.ids, tonight.support, strict=True)) == {"c": 2, "e": 2, "a": 1, "b": 1}
 
 
 def test_the_cli_trains_only_the_unseen_sessions_and_grows_the_index(tmp_path):
@@ -195,6 +220,29 @@ def test_the_cli_trains_only_the_unseen_sessions_and_grows_the_index(tmp_path):
     same, before = ckpt.Checkpoint(again).payload["weights"], new.payload["weights"]
     assert all(torch.equal(same[k], before[k]) for k in before)
     assert inc.unseen_sessions(read_events(night2), new.extra["data_range"], "x").empty
+    # the saved index's support is the lineage's: night 1's plus the events trained tonight
+    tonight = two["ItemId"].astype(str).value_counts()
+    expected = [
+        old.item_map.support[i] + tonight.get(item, 0) if i < n_old else tonight[item]
+        for i, item in enumerate(new.item_map.ids)
+    ]
+    assert list(new.item_map.support) == expected
+    assert list(ckpt.Checkpoint(again).item_map.support) == expected  # nothing trained: as is
+    # --warm-epochs: epochs of the warm start, whatever n_epochs says. With items 40-44 too
+    # rare to get a row, their events are not trained but are seen: a warm start from that
+    # model finds nothing new in the same window.
+    strict = tmp_path / "strict"
+    args = ["train", "--train", str(night2), "--warm-start", str(full), "--out", str(strict)]
+    assert main([*args, *FAST, "--warm-epochs", "1", "--min-new-item-support", "10000"]) == 0
+    m3 = json.loads((strict / "metrics.json").read_text())
+    rare = int((~two["ItemId"].astype(str).isin(set(old.item_map.ids))).sum())
+    assert rare > 0 and m3["warm_start"]["events_of_rare_new_items_dropped"] == rare
+    assert [e["epoch"] for e in m3["epochs"]] == [3] and m3["warm_start"]["new_items"] == 0
+    assert m3["data_range"] == {"first": both.Time.min(), "last": both.Time.max()}
+    args = ["train", "--train", str(night2), "--warm-start", str(strict), "--out", str(again)]
+    shutil.rmtree(again)
+    assert main([*args, *FAST]) == 0
+    assert json.loads((again / "metrics.json").read_text())["warm_start"]["events_unseen"] == 0
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, caplog):
@@ -212,10 +260,12 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, caplog):
     assert main([*args, *FAST, "--set", "momentum=0.5"]) == 2 and not out.exists()
     assert "momentum: checkpoint 0.2, tonight 0.5" in caplog.text
     # the nightly pipeline's way: a refused warm start falls back to a full training, and says so
-    code = main([*args, *FAST, "--set", "momentum=0.5", "--fallback-full"])
+    # (with n_epochs, 2, not the warm start's --warm-epochs 1)
+    code = main([*args, *FAST, "--set", "momentum=0.5", "--fallback-full", "--warm-epochs", "1"])
     m = json.loads((out / "metrics.json").read_text())
     assert code == 0 and m["mode"] == "full" and "momentum" in m["warm_start_refused"]
     assert m["lineage"] == {"full": str(out), "warm_starts": 0, "epochs": 2}
+    assert [e["epoch"] for e in m["epochs"]] == [1, 2]
 
 
 def test_epoch_selection_stops_after_patience_and_trains_the_best_count(tmp_path, monkeypatch):

@@ -159,11 +159,15 @@ def test_the_train_plan_warm_starts_the_serving_model_and_retrains_fully_every_n
     }
     cmd = commands.train(night, "out", plan)
     assert _arg(cmd, "--warm-start") == night.lake.model_named(served) and "--fallback-full" in cmd
-    assert "n_epochs=2" in cmd
+    # 2 epochs warm; a refused warm start's full training keeps the full `epochs` (10)
+    assert _arg(cmd, "--warm-epochs") == "2" and "n_epochs=10" in cmd
+    assert _arg(cmd, "--min-new-item-support") == str(night.datasets.min_item_support)
     # the refresh warm-starts the serving model on D's sessions, as many epochs
     fresh = commands.refresh(night, served, "fresh")
-    assert _arg(fresh, "--train") == night.lake.sessions_day(DAY) and "n_epochs=2" in fresh
+    assert _arg(fresh, "--train") == night.lake.sessions_day(DAY)
+    assert _arg(fresh, "--warm-epochs") == "2" and "--fallback-full" not in fresh
     assert _arg(fresh, "--warm-start") == night.lake.model_named(served)
+    assert _arg(fresh, "--min-new-item-support") == str(night.datasets.min_item_support)
     assert (
         commands.train_plan(Night.from_params({**params, "incremental_epochs": 1}, DAY))["epochs"]
         == 1
