@@ -7,7 +7,7 @@ candidate's own item index, so two models that know different items are scored o
 test events (a grown incremental index keeps events a full model drops). Here each night's two
 candidates are evaluated on A's test split of D, on the events whose item both know (`gru4rec
 evaluate --known-by`), and the means over the nights after the first are printed with their
-ratio.
+ratio, and how many of D's test points each model's own index can judge (its coverage).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def _candidate(out: Path, day: str) -> Path | None:
         return None
     name = json.loads(path.read_text()).get("candidate")
     return out / "lake" / "models" / name if name else None
+
+
+def _own_points(model: Path) -> int:
+    """The test points of D the model's own evaluation judged (targets its index knows)."""
+    return int(json.loads((model / "metrics.json").read_text())["n_points"])
 
 
 def _evaluate(model: Path, test: Path, other: Path) -> dict:
@@ -58,15 +63,18 @@ def main() -> int:
         ea, eb = _evaluate(ma, test, mb), _evaluate(mb, test, ma)
         if ea["n_points"] != eb["n_points"]:
             raise SystemExit(f"{day}: {ea['n_points']} vs {eb['n_points']} points: not the same")
-        rows.append((day, ea, eb))
+        own = [_own_points(m) for m in (ma, mb)]  # coverage: what each index lets it judge
+        rows.append((day, ea, eb, own))
         print(
-            f"{day}: {ea['n_points']} common test points; "
+            f"{day}: {ea['n_points']} common test points (own index: a {own[0]}, b {own[1]}); "
             + "; ".join(f"{m} a {ea[m]:.4f} b {eb[m]:.4f}" for m in METRICS),
             flush=True,
         )
     if not rows:
         print("no night with both candidates")
         return 1
+    a, b = (statistics.mean(r[3][i] for r in rows) for i in (0, 1))
+    print(f"== test points of D each model can judge (its own index), mean: a {a:.0f}, b {b:.0f}")
     for m in METRICS:
         a = statistics.mean(r[1][m] for r in rows)
         b = statistics.mean(r[2][m] for r in rows)

@@ -98,9 +98,10 @@ def _train(sub, fmt) -> None:
         "--min-new-item-support",
         type=_at_least(1),
         default=1,
-        help="with --warm-start: an item the checkpoint does not know needs this many events "
-        "among the sessions trained to get a row (its events are dropped otherwise, and "
-        "counted); the pipeline passes its min_item_support",
+        help="with --warm-start: an item the checkpoint does not know gets a row when the "
+        "items/ table (--items, or beside --train) lists it, or with this many events among "
+        "the sessions trained; the events of other new items are dropped, and counted (the "
+        "pipeline passes its min_item_support)",
     )
     t.add_argument(
         "--select-epochs",

@@ -29,6 +29,7 @@ from gru4rec.data import (
     SamplingTable,
     SessionData,
     build_sessions,
+    items_path_for,
     load_item_map,
     popularity_path_for,
     read_events,
@@ -181,8 +182,10 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
     source = ckpt.Checkpoint(args.warm_start)
     inc.check_compatible(source, cfg)
     unseen = inc.unseen_sessions(train_frame, source.extra.get("data_range"), str(source.path))
+    # an items/ table (given, or beside a pipeline split) lists the window's qualified items
+    qualified = item_map if args.items or items_path_for(args.train) else None
     frame, tonight, filtered = inc.trainable(
-        unseen, item_map, source.item_map, args.min_new_item_support
+        unseen, qualified, source.item_map, args.min_new_item_support
     )
     ws = inc.warm_start(source, cfg, tonight, resolve_device(cfg.device))
     weights = None

@@ -89,26 +89,28 @@ def grown_weights(weights: np.ndarray, table: ItemMap, grown: ItemMap, alpha: fl
 
 
 def trainable(
-    frame: pd.DataFrame, split_items: ItemMap | None, known: ItemMap, min_new_support: int
+    frame: pd.DataFrame, qualified: ItemMap | None, known: ItemMap, min_new_support: int
 ) -> tuple[pd.DataFrame, ItemMap | None, dict]:
     """The unseen events a warm start trains on, and the index of their items (support: their
     event count; None when nothing is left). An item the checkpoint does not know gets a row
-    only when it is in the split's index (None: any) and has at least `min_new_support` of
-    the events trained, the rule the datasets' item filter applies to a window; the events of
-    rarer new items are dropped, and so are sessions left with fewer than 2 events (training
-    cannot use them), until both rules hold together, so every new row is trained. Each drop
-    is counted by its reason."""
+    when it is in `qualified` (the window's item index, whose items already passed the
+    datasets' support filter over the window: the items a full training would know) or has
+    at least `min_new_support` of the events trained tonight (the same rule on tonight's
+    events alone). The events of other new items are dropped, and so are sessions left with
+    fewer than 2 events (training cannot use them), until both rules hold together, so every
+    new row is trained. Each drop is counted by its reason."""
     items = frame["item_id"].astype(str).to_numpy(dtype=object)
     sessions = frame["session_id"].to_numpy(dtype=object)
     is_known = known.lookup(items) >= 0
-    indexed = is_known | (split_items.lookup(items) >= 0 if split_items is not None else True)
-    keep = indexed.copy()
+    listed = qualified.lookup(items) >= 0 if qualified is not None else np.zeros(len(items), bool)
+    counted = ~is_known & ~listed  # new items that must earn their row tonight
+    keep = np.ones(len(frame), dtype=bool)
     rare = np.zeros(len(frame), dtype=bool)
     short = np.zeros(len(frame), dtype=bool)
     while True:
-        new_count = pd.Series(items[keep & ~is_known], dtype=object).value_counts()
+        new_count = pd.Series(items[keep & counted], dtype=object).value_counts()
         support = pd.Series(items, dtype=object).map(new_count).fillna(0).to_numpy()
-        too_rare = keep & ~is_known & (support < min_new_support)
+        too_rare = keep & counted & (support < min_new_support)
         left = keep & ~too_rare
         length = pd.Series(left, dtype=np.int64).groupby(sessions, sort=False).transform("sum")
         too_short = left & (length.to_numpy() < 2)
@@ -119,12 +121,11 @@ def trainable(
         keep &= ~(too_rare | too_short)
     record = {
         "min_new_item_support": int(min_new_support),
-        "new_items_too_rare": int(len(set(items[rare]) - set(items[keep]))),
+        "new_items_too_rare": int(len(set(items[rare]))),
         "events_of_rare_new_items_dropped": int(rare.sum()),
-        "events_of_unindexed_items_dropped": int((~indexed).sum()),
         "events_of_short_sessions_dropped": int(short.sum()),
     }
-    if any(v for k, v in record.items() if k.startswith("events_")):
+    if rare.any() or short.any():
         log.info("warm start: %s", record)
     kept = frame[keep]
     if kept.empty:

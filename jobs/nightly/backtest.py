@@ -234,13 +234,12 @@ def _plot(path: Path, rows: list[dict], keys: list[tuple[str, str]], title: str,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    days = [r["date"][5:] for r in rows]
+    x = list(range(len(rows)))  # positions, labelled by date (strings would be categories)
     for key, label in keys:
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
-            ax.plot(
-                days, [float("nan") if v is None else v for v in values], marker="o", label=label
-            )
+            ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", label=label)
+    ax.set_xticks(x, [r["date"][5:] for r in rows])
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -202,11 +202,14 @@ def new_refresh_dir(night: Night) -> str:
 
 def refresh(night: Night, serving: str, out: str) -> list[str]:
     """The serving model (a record name) warm-started on D's sessions into `out`: the model
-    that scores D has seen D (items first seen on D get rows)."""
+    that scores D has seen D. New items get rows when the window's item index lists them or
+    they have min_item_support events on D."""
     lake, t = night.lake, night.train
     cmd = [
         sys.executable, "-m", "gru4rec", "train",
         "--train", lake.sessions_day(night.day),
+        # the window's item index: its items get rows whatever their count on D alone
+        "--items", lake.items(night.day),
         "--warm-start", lake.model_named(serving),
         "--popularity", lake.popularity(night.day),
         "--params", t.model_params,

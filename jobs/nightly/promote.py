@@ -405,9 +405,8 @@ def record_refresh(lake: Lake, day: str, model_dir: str) -> dict:
         # the day's events of new items rarer than min_item_support: not trained, no row
         "new_items_too_rare": warm.get("new_items_too_rare"),
         "events_of_rare_new_items_dropped": warm.get("events_of_rare_new_items_dropped"),
-        # and those left in sessions of fewer than 2 trainable events, or of unindexed items
+        # and those left in sessions of fewer than 2 trainable events
         "events_of_short_sessions_dropped": warm.get("events_of_short_sessions_dropped"),
-        "events_of_unindexed_items_dropped": warm.get("events_of_unindexed_items_dropped"),
         "train_seconds": metrics.get("train_seconds"),
         "refreshed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
