@@ -95,6 +95,14 @@ def _train(sub, fmt) -> None:
         "training that replaces a refused warm start (--fallback-full) keeps n_epochs",
     )
     t.add_argument(
+        "--support-from",
+        nargs="+",
+        metavar="EVENTS",
+        help="with --warm-start: count a new item's events for --min-new-item-support in "
+        "these (the window's session tables, tonight's included) instead of only the "
+        "sessions trained, as the datasets' filter counts them over a window",
+    )
+    t.add_argument(
         "--min-new-item-support",
         type=_at_least(1),
         default=1,

@@ -15,8 +15,10 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from gru4rec import checkpoint as ckpt
@@ -185,8 +187,9 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
     # an items/ table (given, or beside a pipeline split) lists the window's qualified items
     qualified = item_map if args.items or items_path_for(args.train) else None
     frame, tonight, filtered = inc.trainable(
-        unseen, qualified, source.item_map, args.min_new_item_support
-    )
+        unseen, qualified, source.item_map, args.min_new_item_support,
+        _window_counts(args.support_from),
+    )  # fmt: skip
     ws = inc.warm_start(source, cfg, tonight, resolve_device(cfg.device))
     weights = None
     if table is not None:
@@ -214,6 +217,22 @@ def _warm_trainer(args, cfg, train_frame, item_map, table):
         **filtered,
     }
     return trainer, frame, ws, record, inc.data_range(unseen)
+
+
+def _window_counts(paths) -> pd.Series | None:
+    """Events per item id over `--support-from` (a window's session tables; missing ones, a
+    day without a delivery, are skipped and said)."""
+    if not paths:
+        return None
+    counts = []
+    for path in paths:
+        if not Path(path).exists():
+            log.warning("--support-from: no events at %s (no delivery that day?); skipped", path)
+            continue
+        counts.append(read_events(path)["item_id"].astype(str).value_counts())
+    if not counts:
+        raise NoInputError(f"--support-from: none of {len(paths)} paths exists: {paths[0]} ...")
+    return pd.concat(counts).groupby(level=0).sum()
 
 
 def _unseen_data(frame, item_map: ItemMap) -> SessionData | None:

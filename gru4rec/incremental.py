@@ -89,14 +89,19 @@ def grown_weights(weights: np.ndarray, table: ItemMap, grown: ItemMap, alpha: fl
 
 
 def trainable(
-    frame: pd.DataFrame, qualified: ItemMap | None, known: ItemMap, min_new_support: int
+    frame: pd.DataFrame,
+    qualified: ItemMap | None,
+    known: ItemMap,
+    min_new_support: int,
+    window_counts: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, ItemMap | None, dict]:
     """The unseen events a warm start trains on, and the index of their items (support: their
     event count; None when nothing is left). An item the checkpoint does not know gets a row
     when it is in `qualified` (the window's item index, whose items already passed the
     datasets' support filter over the window: the items a full training would know) or has
-    at least `min_new_support` of the events trained tonight (the same rule on tonight's
-    events alone). The events of other new items are dropped, and so are sessions left with
+    at least `min_new_support` events: in `window_counts` (events per item id over the window
+    the datasets job would filter, tonight included) when given, else among the events
+    trained tonight. The events of other new items are dropped, and so are sessions left with
     fewer than 2 events (training cannot use them), until both rules hold together, so every
     new row is trained. Each drop is counted by its reason."""
     items = frame["item_id"].astype(str).to_numpy(dtype=object)
@@ -108,7 +113,10 @@ def trainable(
     rare = np.zeros(len(frame), dtype=bool)
     short = np.zeros(len(frame), dtype=bool)
     while True:
-        new_count = pd.Series(items[keep & counted], dtype=object).value_counts()
+        if window_counts is None:
+            new_count = pd.Series(items[keep & counted], dtype=object).value_counts()
+        else:
+            new_count = window_counts
         support = pd.Series(items, dtype=object).map(new_count).fillna(0).to_numpy()
         too_rare = keep & counted & (support < min_new_support)
         left = keep & ~too_rare
@@ -121,6 +129,7 @@ def trainable(
         keep &= ~(too_rare | too_short)
     record = {
         "min_new_item_support": int(min_new_support),
+        "new_item_support_counted_in": "window" if window_counts is not None else "tonight",
         "new_items_too_rare": int(len(set(items[rare]))),
         "events_of_rare_new_items_dropped": int(rare.sum()),
         "events_of_short_sessions_dropped": int(short.sum()),

@@ -200,6 +200,14 @@ def new_refresh_dir(night: Night) -> str:
     return night.lake.new_model_version(night.day, FRESH)
 
 
+def window_sessions(night: Night) -> list[str]:
+    """The session tables of D's window (D included), but days a failed gate keeps out."""
+    day = dt.date.fromisoformat(night.day)
+    days = [str(day - dt.timedelta(days=i)) for i in range(night.datasets.window_days)]
+    out = excluded_days(night.lake, days, night.accepted_days)
+    return [night.lake.sessions_day(d) for d in days if d not in out]
+
+
 def refresh(night: Night, serving: str, out: str) -> list[str]:
     """The serving model (a record name) warm-started on D's sessions into `out`: the model
     that scores D has seen D. New items get rows when the window's item index lists them or
@@ -215,6 +223,8 @@ def refresh(night: Night, serving: str, out: str) -> list[str]:
         "--params", t.model_params,
         "--warm-epochs", str(t.warm_epochs),
         "--min-new-item-support", str(night.datasets.min_item_support),
+        # a new item's support is counted over D's window, as the datasets' filter counts it
+        "--support-from", *window_sessions(night),
         "--device", t.device,
         "--no-baselines",
         "--out", out,

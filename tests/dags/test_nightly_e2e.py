@@ -215,13 +215,18 @@ def test_second_night_trains_incrementally_and_stops_at_the_baseline_floor(night
     served = L(lake).model_named(refresh["from"]) / "items.parquet"
     old_items = set(pd.read_parquet(served)["item_id"])
     # all of D2 was new to it: it trained every event but those of new items neither in D2's
-    # window index nor with min_item_support (5) trainable events on D2 (no row for them) and
-    # those left in sessions of fewer than 2 events; checked against a plain loop (both kinds
-    # of new item, and the drop, occur)
+    # window index nor with min_item_support (5) events in D2's window (D2's and the 2 days
+    # before: no row for them) and those left in sessions of fewer than 2 events; checked
+    # against a plain loop (both kinds of new item, and the drop, occur)
     window = set(pd.read_parquet(L(lake).items(D2))["item_id"])
-    kept, rare, short = _warm_start_events(sessions, old_items, window, 5)
+    days = [L(lake).sessions_day(d) for d in ("2014-04-05", "2014-04-06", D2)]
+    counts = pd.concat(pd.read_parquet(d)["item_id"] for d in days if Path(d).exists())
+    counts = counts.value_counts().to_dict()
+    kept, rare, short = _warm_start_events(sessions, old_items, window, counts, 5)
     new_kept = {item for _, item in kept} - old_items
     assert rare and new_kept - window and new_kept & window
+    assert any(counts[i] >= 5 > support for i, support in sessions["item_id"].value_counts().items()
+               if i in new_kept - window)  # fmt: skip  # enough events only over the window
     assert refresh["events_of_rare_new_items_dropped"] == len(rare)
     assert refresh["events_of_short_sessions_dropped"] == len(short)
     assert refresh["events_trained"] == len(kept) == len(sessions) - len(rare) - len(short)
@@ -334,10 +339,10 @@ def test_published_recommendations_are_the_serving_models(nightly):
         assert got == [loaded.item_map.ids[i] for i in top]
 
 
-def _warm_start_events(sessions: pd.DataFrame, known: set, window: set, min_support: int):
+def _warm_start_events(sessions, known: set, window: set, counts: dict, min_support: int):
     """(kept, rare, short) (session, item) events of a warm start on `sessions`, by a plain
-    loop: drop new items outside `window` with fewer than `min_support` kept events and
-    sessions with fewer than 2 kept events until neither rule drops anything."""
+    loop: drop new items outside `window` with fewer than `min_support` events in `counts`,
+    then sessions with fewer than 2 kept events until nothing more drops."""
     events = list(zip(sessions["session_id"], sessions["item_id"], strict=True))
     listed = known | window  # items that need no count tonight
     keep = [True] * len(events)
@@ -345,12 +350,8 @@ def _warm_start_events(sessions: pd.DataFrame, known: set, window: set, min_supp
     changed = True
     while changed:
         changed = False
-        count: dict = {}
-        for (_, item), k in zip(events, keep, strict=True):
-            if k and item not in listed:
-                count[item] = count.get(item, 0) + 1
         for i, (_, item) in enumerate(events):
-            if keep[i] and item not in listed and count[item] < min_support:
+            if keep[i] and item not in listed and counts.get(item, 0) < min_support:
                 keep[i], changed = False, True
                 rare.append(events[i])
         length: dict = {}

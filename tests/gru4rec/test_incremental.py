@@ -140,11 +140,20 @@ def test_a_warm_start_grows_only_items_it_trains_with_enough_events():
     assert list(kept["item_id"]) == ["a", "c", "d", "c", "c", "b"]
     assert dict(zip(tonight.ids, tonight.support, strict=True)) == {"c": 3, "a": 1, "b": 1, "d": 1}
     assert record == {
-        "min_new_item_support": 2, "new_items_too_rare": 2,
-        "events_of_rare_new_items_dropped": 2, "events_of_short_sessions_dropped": 0,
+        "min_new_item_support": 2, "new_item_support_counted_in": "tonight",
+        "new_items_too_rare": 2, "events_of_rare_new_items_dropped": 2,
+        "events_of_short_sessions_dropped": 0,
     }  # fmt: skip
     without = inc.trainable(frame, None, known, 2)[0]  # no window index: d needs 2 events too
     assert list(without["item_id"]) == ["a", "c", "c", "c", "b"]
+    # counted over the window (tonight included): e has 1 event tonight but 2 in the window;
+    # c has 3 tonight, but the window's count is what counts (here, 1: a made-up window)
+    window_counts = pd.Series({"c": 1, "d": 1, "e": 2, "x": 1})
+    kept, tonight, record = inc.trainable(frame, None, known, 2, window_counts)
+    assert list(kept["item_id"]) == ["e", "b"]  # s1 is left with a alone: short
+    assert record["new_item_support_counted_in"] == "window"
+    assert record["events_of_rare_new_items_dropped"] == 5  # c x3, d, x
+    assert record["events_of_short_sessions_dropped"] == 1 and record["new_items_too_rare"] == 3
     everything = inc.trainable(frame, None, known, 1)[0]
     assert len(everything) == len(frame)  # no index, no minimum: every event trains
     kept, tonight, _ = inc.trainable(frame[frame.item_id == "d"], None, known, 2)

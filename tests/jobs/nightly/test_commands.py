@@ -168,6 +168,22 @@ def test_the_train_plan_warm_starts_the_serving_model_and_retrains_fully_every_n
     assert _arg(fresh, "--warm-epochs") == "2" and "--fallback-full" not in fresh
     assert _arg(fresh, "--warm-start") == night.lake.model_named(served)
     assert _arg(fresh, "--min-new-item-support") == str(night.datasets.min_item_support)
+    # new items' support is counted over D's window (window_days, D included), but a day a
+    # failed gate keeps out (unless an operator accepted it)
+    from jobs.common.localfs import write_json_atomic
+
+    failure = {"suite": "raw_events", "success": False, "failed": ["_quarantine_share max 0.8"]}
+    write_json_atomic(night.lake.suite_result("2026-01-04", "raw_events"), failure)
+    for conf, days in (
+        ({}, ("2026-01-05", "2026-01-03")),
+        ({"accepted_days": ["2026-01-04"]}, ("2026-01-05", "2026-01-04", "2026-01-03")),
+    ):
+        cmd = commands.refresh(
+            Night.from_params({**params, "window_days": 3, **conf}, DAY), served, "f"
+        )
+        i = cmd.index("--support-from")
+        assert cmd[i + 1 : i + 1 + len(days)] == [night.lake.sessions_day(d) for d in days]
+        assert cmd[i + 1 + len(days)].startswith("--")
     assert (
         commands.train_plan(Night.from_params({**params, "incremental_epochs": 1}, DAY))["epochs"]
         == 1
