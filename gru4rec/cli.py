@@ -31,6 +31,7 @@ from gru4rec.data import (
     SamplingTable,
     SessionData,
     build_sessions,
+    item_counts,
     items_path_for,
     load_item_map,
     popularity_path_for,
@@ -229,7 +230,7 @@ def _window_counts(paths) -> pd.Series | None:
         if not Path(path).exists():
             log.warning("--support-from: no events at %s (no delivery that day?); skipped", path)
             continue
-        counts.append(read_events(path)["item_id"].astype(str).value_counts())
+        counts.append(item_counts(path))
     if not counts:
         raise NoInputError(f"--support-from: none of {len(paths)} paths exists: {paths[0]} ...")
     return pd.concat(counts).groupby(level=0).sum()

@@ -183,6 +183,15 @@ def _read_parquet(path: str | Path, columns: tuple[str, ...]):
     return open_parquet(path, columns).to_table(columns=list(columns))
 
 
+def item_counts(path: str | Path) -> pd.Series:
+    """Events per item id (str) of an events table, reading the item column alone."""
+    if is_tsv(Path(path)):
+        ids = read_events(path)["item_id"]
+    else:
+        ids = _read_parquet(path, ("item_id",)).column("item_id").to_pandas().astype(str)
+    return ids.value_counts()
+
+
 def _read_pipeline_parquet(path: Path) -> pd.DataFrame:
     """A split from `datasets/run=D/<split>`: session_id, item_id, ts, seq."""
     table = _read_parquet(path, PARQUET_COLUMNS + ("seq",))

@@ -1,16 +1,16 @@
 """Incremental training: warm-start from a trained model on the events it has not seen.
 
 A warm start continues the checkpoint's weights and optimizer state (Adagrad accumulators and
-momentum) with the same configuration; only `n_epochs` and `device` may differ (`n_epochs` is
-the number of epochs to train on the new events). The item index is append-only across warm
-starts: the checkpoint's items keep their rows, in their order, and the new items of the
-events trained tonight are appended (only those with `min_new_support` events; nothing grows
-when nothing is trained), their rows initialised as a fresh model initialises rows
-(Glorot-uniform at the grown index's size) with two exceptions that keep an untrained row from
-outranking trained ones: the output bias starts at the known items' median (a fresh model's 0
-is above nearly every trained item's), and the row is drawn as a negative by its own
-support^alpha (not the table's smallest weight). Their optimizer state starts at zero. The
-growth itself changes no existing row.
+momentum) with the same configuration; only `n_epochs` and `device` may differ (the CLI's
+`--warm-epochs` is the number of epochs on the new events). The item index is append-only
+across warm starts: the checkpoint's items keep their rows, in their order, and the new items
+of the events trained tonight are appended (those the window's item index lists or with
+`min_new_support` events, see `trainable`; nothing grows when nothing is trained), their rows
+initialised as a fresh model initialises rows (Glorot-uniform at the grown index's size) with
+two exceptions that keep an untrained row from outranking trained ones: the output bias
+starts at the known items' median (a fresh model's 0 is above nearly every trained item's),
+and the row is drawn as a negative by its own support^alpha (not the table's smallest
+weight). Their optimizer state starts at zero. The growth itself changes no existing row.
 
 Every checkpoint records the range of event times it has been trained on (`data_range`, epoch
 seconds). A warm start trains on the sessions that end after that range (a session that
@@ -109,15 +109,17 @@ def trainable(
     is_known = known.lookup(items) >= 0
     listed = qualified.lookup(items) >= 0 if qualified is not None else np.zeros(len(items), bool)
     counted = ~is_known & ~listed  # new items that must earn their row tonight
+    per_event = pd.Series(items, dtype=object)
+    # the window's counts do not change as events drop; tonight's do, so they are recounted
+    fixed = None if window_counts is None else per_event.map(window_counts).fillna(0).to_numpy()
     keep = np.ones(len(frame), dtype=bool)
     rare = np.zeros(len(frame), dtype=bool)
     short = np.zeros(len(frame), dtype=bool)
     while True:
-        if window_counts is None:
+        support = fixed
+        if support is None:
             new_count = pd.Series(items[keep & counted], dtype=object).value_counts()
-        else:
-            new_count = window_counts
-        support = pd.Series(items, dtype=object).map(new_count).fillna(0).to_numpy()
+            support = per_event.map(new_count).fillna(0).to_numpy()
         too_rare = keep & counted & (support < min_new_support)
         left = keep & ~too_rare
         length = pd.Series(left, dtype=np.int64).groupby(sessions, sort=False).transform("sum")

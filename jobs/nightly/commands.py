@@ -210,8 +210,8 @@ def window_sessions(night: Night) -> list[str]:
 
 def refresh(night: Night, serving: str, out: str) -> list[str]:
     """The serving model (a record name) warm-started on D's sessions into `out`: the model
-    that scores D has seen D. New items get rows when the window's item index lists them or
-    they have min_item_support events on D."""
+    that scores D has seen D. New items get rows when D's window index lists them or they
+    have min_item_support events in D's window (D included)."""
     lake, t = night.lake, night.train
     cmd = [
         sys.executable, "-m", "gru4rec", "train",
