@@ -49,6 +49,7 @@ from jobs.sources import (
     add_mapping_arguments,
     mapping_from_args,
 )
+from jobs.validate import add_then_validate_arguments, judge_after
 
 log = logging.getLogger("jobs.ingest")
 
@@ -435,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "default <lake>/quality",
     )
     add_mapping_arguments(parser)
+    add_then_validate_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.date and (args.start or args.end):
@@ -444,7 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     first, last = args.date or args.start, args.date or args.end
     days = _dates(first, last) if first and last else []  # a whole-file range: not locked
     with hold_dates(lake, days):  # one writer per date
-        return _main(args, lake, mapping, parser)
+        code = _main(args, lake, mapping, parser)
+        if args.then_validate is not None and args.date:
+            spark = get_spark("ingest", args.master, dict(args.conf))  # the running session
+            judge_after(spark, lake, C.SUITE_RAW_EVENTS, args.date, args.then_validate,
+                        args.thresholds)  # fmt: skip
+        return code
 
 
 def _main(args, lake: Lake, mapping: SourceMapping, parser) -> int:

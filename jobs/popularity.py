@@ -25,6 +25,7 @@ from jobs.common.lake import Lake
 from jobs.common.locks import hold_date
 from jobs.common.settings import PopularitySettings
 from jobs.common.spark import get_spark
+from jobs.validate import add_then_validate_arguments, judge_after
 
 log = logging.getLogger("jobs.popularity")
 
@@ -109,12 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=PopularitySettings.alpha,
         help="sampling exponent: 0 uniform, 1 popularity",
     )
+    parser.add_argument(
+        "--quality-root", help="with --then-validate: where quality/dt=D is; default <lake>/quality"
+    )
+    add_then_validate_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    lake = Lake(args.lake)
+    lake = Lake(args.lake, args.quality_root or "")
     with hold_date(lake, args.date):  # one writer per date
         spark = get_spark("popularity", args.master, dict(args.conf))
         run_popularity(spark, lake, args.date, args.alpha)
+        if args.then_validate is not None:  # the datasets gate: splits, then the item index
+            judge_after(spark, lake, C.SUITE_DATASETS, args.date, args.then_validate,
+                        args.thresholds)  # fmt: skip
     return 0
 
 

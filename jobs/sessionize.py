@@ -45,6 +45,7 @@ from jobs.common.spark import get_spark
 from jobs.common.timeutil import days_before, midnight_utc
 from jobs.quality.verdicts import add_arguments as add_verdict_arguments
 from jobs.quality.verdicts import excluded_days, supersede
+from jobs.validate import add_then_validate_arguments, judge_after
 
 log = logging.getLogger("jobs.sessionize")
 
@@ -397,6 +398,7 @@ def build_parser():
         "sessions yet (a first run fills its training window)",
     )
     add_settings_arguments(parser)
+    add_then_validate_arguments(parser)
     return parser
 
 
@@ -420,6 +422,8 @@ def _main(args, lake: Lake, settings) -> int:
         for d in catch_up:
             run_sessionize(spark, lake, d, settings, d, args.accept_days)
     run_sessionize(spark, lake, args.date, settings, args.until, args.accept_days)
+    if args.then_validate is not None:
+        judge_after(spark, lake, C.SUITE_SESSIONS, args.date, args.then_validate, args.thresholds)
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
@@ -27,7 +28,7 @@ from jobs.common.lake import Lake
 from jobs.common.locks import hold_date, hold_dates
 from jobs.common.settings import QualityThresholds
 from jobs.common.timeutil import days_before
-from jobs.quality import spark_frames, suites
+from jobs.quality import spark_frames, suites, versions
 from jobs.quality.store import QualityStore, raise_if_failed
 from jobs.quality.verdicts import add_arguments as add_verdict_arguments
 from jobs.quality.verdicts import own_result
@@ -84,15 +85,83 @@ def run_validate(
     if dataset not in VALIDATORS:
         raise ValueError(f"dataset: expected one of {DATASETS}, found {dataset!r}")
     validator = VALIDATORS[dataset]
+
+    def store(d: dt.date) -> QualityStore:
+        # what the verdict is computed from, taken before reading: a later change is new data
+        version = versions.data_version(lake, dataset, d, thresholds.to_dict())
+        judged_in = spark.sparkContext.appName
+        return QualityStore(lake.quality_day(d), {"data_version": version, "judged_in": judged_in})
+
     for d in catch_up:
-        for res in validator(spark, lake, d, QualityStore(lake.quality_day(d)), thresholds):
+        for res in validator(spark, lake, d, store(d), thresholds):
             if not res["success"]:
                 log.warning(
                     "catch-up day %s failed suite %s (it stays out of later nights until it "
                     "is re-delivered and passes, or accepted): %s",
                     d, res["suite"], "; ".join(res["failed"]),
                 )  # fmt: skip
-    return validator(spark, lake, day, QualityStore(lake.quality_day(day)), thresholds)
+    return validator(spark, lake, day, store(day), thresholds)
+
+
+def judge_after(spark: SparkSession, lake: Lake, dataset: str, day: dt.date, catch_up: int,
+                thresholds: str) -> None:  # fmt: skip
+    """The gate's validation of a job's output, in the job's own Spark application (`--then-
+    validate`): the gate task then reuses the verdicts (`--reuse-only`) instead of starting
+    a JVM to judge the same data. It decides nothing here: a failed suite is the gate task's
+    to report, and a validation that cannot run (a lock, a crash) is only logged, since the
+    gate task then validates on its own."""
+    try:
+        limits = QualityThresholds.from_dict(json.loads(thresholds))
+        days = catch_up_days(FS(spark), lake, dataset, day, catch_up)
+        with hold_dates(lake, days, keep=False):
+            results = run_validate(spark, lake, dataset, day, limits, days)
+        log.info(
+            "validated %s of %s for its gate: %s", dataset, day,
+            ", ".join(f"{r['suite']} {'passed' if r['success'] else 'FAILED'}" for r in results),
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - the gate validates on its own then
+        log.warning("%s of %s not validated after the job (%s: %s); its gate will validate it",
+                    dataset, day, type(exc).__name__, exc)  # fmt: skip
+
+
+def add_then_validate_arguments(parser) -> None:
+    """A producing job's `--then-validate N` and `--thresholds` (see `judge_after`)."""
+    parser.add_argument(
+        "--then-validate",
+        type=int,
+        metavar="N",
+        help="after the job, run its quality gate's validation of --date in this Spark "
+        "application (and of the N-1 days before it with data but no verdict), so the gate "
+        "task can reuse the verdicts; the job's exit status does not depend on them",
+    )
+    parser.add_argument(
+        "--thresholds", default="{}", help="with --then-validate: JSON QualityThresholds fields"
+    )
+
+
+class _LocalFS:
+    """FS.exists for a local lake, without a JVM."""
+
+    @staticmethod
+    def exists(path: str) -> bool:
+        return os.path.exists(path)
+
+
+def reusable_verdicts(
+    lake: Lake, dataset: str, day: dt.date, thresholds: QualityThresholds, catch_up: int
+) -> list[dict] | None:
+    """`day`'s stored results of `dataset` when they judged exactly the data there now (same
+    files, thresholds and suites: `jobs.quality.versions`) and no earlier day of the window
+    waits for a verdict; else None (the gate validates)."""
+    if not lake.is_local:
+        return None
+    if catch_up_days(_LocalFS(), lake, dataset, day, catch_up):
+        return None
+    version = versions.data_version(lake, dataset, day, thresholds.to_dict())
+    results = [own_result(lake, day, suite) for suite in versions.SUITES[dataset]]
+    if version is None or any(r is None or r.get("data_version") != version for r in results):
+        return None
+    return results
 
 
 def catch_up_days(fs: FS, lake: Lake, dataset: str, day: dt.date, n: int) -> list[dt.date]:
@@ -130,17 +199,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data exists but has no result (days a first run ingested or sessionized to fill its "
         "window, days re-ingested or sessionized again); only --date's result decides the exit",
     )
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="start no Spark: apply the verdicts the producing job stored for exactly the "
+        'data there now, and print {"reused": true}; print {"reused": false} and exit 0 when '
+        "there are none (then run without this flag)",
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    from jobs.common.spark import get_spark
-
     thresholds = QualityThresholds.from_dict(json.loads(args.thresholds))
     lake = Lake(args.lake, args.quality_root or "")
-    with hold_date(lake, args.date):  # one writer per date
-        spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
-        days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
-        with hold_dates(lake, days, keep=False):  # their verdicts: one writer each, too
-            results = run_validate(spark, lake, args.dataset, args.date, thresholds, days)
+    if args.reuse_only:
+        results = reusable_verdicts(lake, args.dataset, args.date, thresholds, args.catch_up_days)
+        print(json.dumps({"reused": results is not None}), flush=True)
+        if results is None:
+            log.info("no stored verdict of %s for exactly this data: validating", args.dataset)
+            return 0
+        for r in results:
+            log.info("suite %s: %s, judged in %s on the same data (reused)", r["suite"],
+                     "passed" if r["success"] else "FAILED", r.get("judged_in"))  # fmt: skip
+    else:
+        results = _validate(args, lake, thresholds)
     if args.date in args.accept_days and not all(r["success"] for r in results):
         log.warning(
             "%s failed on %s, which an operator accepted (--accept-days): the run goes on",
@@ -149,6 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     raise_if_failed(*results)
     return 0
+
+
+def _validate(args, lake: Lake, thresholds: QualityThresholds) -> list[dict]:
+    from jobs.common.spark import get_spark
+
+    with hold_date(lake, args.date):  # one writer per date
+        spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
+        days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
+        with hold_dates(lake, days, keep=False):  # their verdicts: one writer each, too
+            return run_validate(spark, lake, args.dataset, args.date, thresholds, days)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ def ingest(night: Night, mapping_file: str | None) -> list[str]:
         args += ["--preset", night.source_preset]
     if mapping_file:
         args += ["--mapping", mapping_file]
+    args += then_validate(night, C.SUITE_RAW_EVENTS)
     return spark_submit(night, "ingest", *args)
 
 
@@ -108,12 +109,33 @@ def _verdict_args(night: Night) -> list[str]:
     ]  # fmt: skip
 
 
+def _gate_catch_up(night: Night, dataset: str) -> int:
+    return 0 if dataset == C.SUITE_DATASETS else night.datasets.window_days
+
+
+def then_validate(night: Night, dataset: str) -> list[str]:
+    """A producing job's arguments to run `dataset`'s gate validation in its own Spark
+    application, so the gate task reuses the verdict instead of starting another JVM."""
+    return [
+        "--then-validate", str(_gate_catch_up(night, dataset)),
+        "--thresholds", json.dumps(night.thresholds.to_dict()),
+    ]  # fmt: skip
+
+
 def validate(night: Night, dataset: str) -> list[str]:
     args = [dataset, "--date", night.day, *_verdict_args(night)]
     args += ["--thresholds", json.dumps(night.thresholds.to_dict())]
     if dataset != C.SUITE_DATASETS:
-        args += ["--catch-up-days", str(night.datasets.window_days)]
+        args += ["--catch-up-days", str(_gate_catch_up(night, dataset))]
     return spark_submit(night, "validate", *args)
+
+
+def reuse_verdict(night: Night, dataset: str) -> list[str]:
+    """The gate without Spark: the verdicts the producing job stored for exactly the data
+    there now (`python -m jobs.validate --reuse-only`; it prints whether there were any)."""
+    args = validate(night, dataset)
+    job = args.index(str(JOBS_DIR / "validate.py"))
+    return [sys.executable, "-m", "jobs.validate", *args[job + 1 :], "--reuse-only"]
 
 
 def sessionize(night: Night) -> list[str]:
@@ -128,6 +150,7 @@ def sessionize(night: Night) -> list[str]:
     ]  # fmt: skip
     if not s.remove_repeats:
         args.append("--keep-repeats")
+    args += then_validate(night, C.SUITE_SESSIONS)
     return spark_submit(night, "sessionize", *args)
 
 
@@ -148,8 +171,9 @@ def build_datasets(night: Night) -> list[str]:
 
 def popularity(night: Night) -> list[str]:
     return spark_submit(
-        night, "popularity", "--date", night.day, "--alpha", str(night.popularity.alpha)
-    )
+        night, "popularity", "--date", night.day, "--alpha", str(night.popularity.alpha),
+        "--quality-root", night.lake.quality_root, *then_validate(night, C.SUITE_DATASETS),
+    )  # fmt: skip
 
 
 def new_model_dir(night: Night) -> str:

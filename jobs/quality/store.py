@@ -34,10 +34,11 @@ class QualityStore:
     `root` is `quality/dt=D` (a local or mounted directory).
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, stamp: dict | None = None) -> None:
         import great_expectations as gx
 
         self.root = Path(root)
+        self.stamp = dict(stamp or {})  # recorded in every result (what it was computed from)
         self.root.mkdir(parents=True, exist_ok=True)
         self.docs_dir = self.root / "data_docs"
         self.context = gx.get_context(mode="file", project_root_dir=str(self.root))
@@ -141,6 +142,7 @@ class QualityStore:
             "statistics": dict(result.statistics),
             "data_docs": str(self.docs_index),
             "engine": engine,
+            **self.stamp,
             **(extra or {}),
             "result": result.to_json_dict(),
         }

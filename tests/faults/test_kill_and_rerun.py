@@ -54,6 +54,8 @@ VOLATILE = {
     "staged", "path", "validated_at", "generated_at", "model_version",
     # what this attempt had left to do (a killed attempt may have caught up some days)
     "caught_up_days", "redelivered_days",
+    # which application judged a day (the producer or the gate) and its files' mtimes
+    "data_version", "judged_in",
 }  # fmt: skip
 
 

@@ -1,0 +1,89 @@
+"""What a suite's verdict was computed from, so a gate can reuse a verdict instead of judging
+the same data again.
+
+The producing Spark job (ingest, sessionize, popularity) runs its gate's validation in its own
+Spark application right after it publishes; every result records the `data_version` of what
+it judged: each file the suite reads (size and modification time, in nanoseconds), the
+thresholds and the suites' code. The gate task then reuses the stored verdict without
+starting a JVM when the version is still the same, and validates again otherwise (data
+rewritten since, other thresholds, a new suite, a result from before versions existed).
+
+Only a local (or mounted) lake has versions: on a Hadoop URI every gate validates again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from jobs.common import contracts as C
+from jobs.common.lake import Lake
+
+# The suites each gate's dataset writes (a `datasets` gate judges the splits and the index).
+SUITES = {
+    C.SUITE_RAW_EVENTS: (C.SUITE_RAW_EVENTS,),
+    C.SUITE_SESSIONS: (C.SUITE_SESSIONS,),
+    C.SUITE_DATASETS: (C.SUITE_DATASETS, C.SUITE_ITEM_INDEX),
+}
+
+# The code that defines a verdict: a changed suite or derived column is a new verdict.
+_CODE = tuple(Path(__file__).with_name(n) for n in ("suites.py", "spark_frames.py"))
+
+
+def suite_inputs(lake: Lake, dataset: str, day: dt.date) -> list[str]:
+    """Every path the suite(s) of `dataset` read for `day` (jobs/quality/spark_frames.py)."""
+    before = day - dt.timedelta(days=1)
+    if dataset == C.SUITE_RAW_EVENTS:
+        return [lake.events_day(day), lake.quarantine_day(day), lake.events_day(before)]
+    if dataset == C.SUITE_SESSIONS:
+        return [
+            lake.sessions_day(day),
+            Lake.summary(lake.sessions, day),
+            lake.events_day(day),
+            lake.sessions_day(before),
+        ]
+    if dataset == C.SUITE_DATASETS:
+        paths = [lake.datasets_run(day), lake.datasets_summary(day), lake.popularity_summary(day)]
+        try:  # the test window's sessions (its coverage expectation)
+            summary = json.loads(Path(lake.datasets_summary(day)).read_text())
+            test_days = int(summary["config"]["test_days"])
+        except (OSError, ValueError, KeyError, TypeError):
+            test_days = 0  # no summary: the suite fails on that, and the version says so
+        paths += [lake.sessions_day(day - dt.timedelta(days=i)) for i in range(test_days)]
+        return paths
+    raise ValueError(f"dataset: expected one of {sorted(SUITES)}, found {dataset!r}")
+
+
+def _files(path: str) -> list:
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return [path, st.st_size, st.st_mtime_ns]
+    if not p.is_dir():
+        return [path, "absent"]
+    entries = [path]
+    for root, dirs, files in os.walk(p):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            st = os.stat(full)
+            entries.append([os.path.relpath(full, p), st.st_size, st.st_mtime_ns])
+    return entries
+
+
+def data_version(lake: Lake, dataset: str, day: dt.date, thresholds: dict) -> str | None:
+    """A digest of what `dataset`'s verdict for `day` depends on; None on a non-local lake."""
+    if not lake.is_local:
+        return None
+    code = [hashlib.sha256(p.read_bytes()).hexdigest() for p in _CODE]
+    state = {
+        "dataset": dataset,
+        "day": str(day),
+        "thresholds": thresholds,
+        "code": code,
+        "inputs": [_files(p) for p in suite_inputs(lake, dataset, day)],
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
