@@ -68,13 +68,18 @@ class Driver:
         self.fresh: str | None = None
         self.staged: str | None = None
 
+    def gate_suite(self, step: str) -> str | None:
+        """The dataset of a Spark-side gate step (None for other steps)."""
+        if step not in ("validate_raw", "validate_sessions", "validate_datasets"):
+            return None
+        return {"validate_raw": C.SUITE_RAW_EVENTS}.get(step, step.removeprefix("validate_"))
+
     def command(self, step: str) -> list[str]:
         n = self.night
         if step == "ingest":
             return commands.ingest(n, None)
-        if step in ("validate_raw", "validate_sessions", "validate_datasets"):
-            suite = {"validate_raw": C.SUITE_RAW_EVENTS}.get(step, step.removeprefix("validate_"))
-            return commands.validate(n, suite)
+        if self.gate_suite(step):  # the gate's own Spark validation (what a retry may run)
+            return commands.validate(n, self.gate_suite(step))
         if step == "train":  # a retry trains into a new version, as the DAG's task does
             self.model = commands.new_model_dir(n)
             return commands.train(n, self.model)
@@ -117,9 +122,9 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-def _run_step(driver: Driver, step: str, log: Path) -> float:
+def _run_step(driver: Driver, step: str, log: Path, cmd: list[str] | None = None) -> float:
     t0 = time.monotonic()
-    proc = _start(driver.command(step), log)
+    proc = _start(cmd or driver.command(step), log)
     rc = proc.wait()
     assert rc == 0, f"{step} exited {rc}; see {log}:\n" + log.read_text()[-3000:]
     return time.monotonic() - t0
@@ -261,8 +266,17 @@ def clean_night(tmp_path_factory):
     for step in STEPS:
         snapshots[step] = base / f"before-{step}"
         shutil.copytree(lake, snapshots[step], symlinks=True)
+        suite = driver.gate_suite(step)
+        if suite:  # as the DAG does: the verdict the producer stored for this data, reused
+            _run_step(driver, step, log, commands.reuse_verdict(night, suite))
+            tail = log.read_text().rsplit('{"reused": ', 1)[-1]
+            assert tail.startswith("true"), f"{step}: the producer's verdict was not reused"
+            reused = outputs(step, driver)
+        # the step's own run (a gate: its Spark validation, what the kill test below retries)
         durations[step] = _run_step(driver, step, log)
         expected[step] = outputs(step, driver)
+        if suite:  # the gate judges the data as its producer did
+            assert expected[step] == reused, f"{step}: the reused verdict is not the gate's"
     yield base, night, driver, snapshots, durations, expected
     for key, value in saved.items():  # the rest of the run keeps its own deployment roots
         if value is None:
