@@ -26,11 +26,14 @@ def deployment_roots(tmp_path_factory):
 @pytest.fixture(scope="session")
 def spark():
     from jobs.common.spark import get_spark
+    from jobs.dev.embedded import quick_jvm
 
+    # the embedded default's driver JVM settings (quick JIT, the class-data-sharing archive)
+    java = json.loads(quick_jvm()["GRU4REC_SPARK_CONF"])
     session = get_spark(
         "tests",
         "local[2]",
-        {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
+        {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g", **java},
     )
     yield session
     session.stop()
