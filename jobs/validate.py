@@ -211,7 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     thresholds = QualityThresholds.from_dict(json.loads(args.thresholds))
     lake = Lake(args.lake, args.quality_root or "")
     if args.reuse_only:
-        results = reusable_verdicts(lake, args.dataset, args.date, thresholds, args.catch_up_days)
+        with hold_date(lake, args.date):  # as a validation would: no other writer of D now
+            results = reusable_verdicts(
+                lake, args.dataset, args.date, thresholds, args.catch_up_days
+            )
         print(json.dumps({"reused": results is not None}), flush=True)
         if results is None:
             log.info("no stored verdict of %s for exactly this data: validating", args.dataset)

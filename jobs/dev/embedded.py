@@ -4,6 +4,7 @@ work by hand (see README)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -47,48 +48,83 @@ def quick_jvm() -> dict:
     return {"GRU4REC_SPARK_CONF": json.dumps({"spark.driver.extraJavaOptions": options})}
 
 
-def class_archive(directory: Path | None = None) -> Path | None:
-    """The driver's class-data-sharing archive under `var/jvm/` (built by a short warm-up
-    application the first time; its name is keyed by the JDK and pyspark, so another JDK or
-    pyspark gets its own). None when it cannot be built; a JVM that finds an archive it
-    cannot use ignores it and starts as usual."""
+def _archive_key() -> str | None:
+    """What a driver's archive depends on: the java spark-submit runs ($JAVA_HOME's, else the
+    one on PATH), pyspark's version and its jars (names and sizes)."""
     import hashlib
 
     import pyspark
 
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else "java"
     try:
-        java = subprocess.run(
-            ["java", "-version"], capture_output=True, text=True, timeout=60, check=True
+        version = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=60, check=True
         ).stderr
     except (OSError, subprocess.SubprocessError):
         return None
-    key = hashlib.sha256(f"{java}|{pyspark.__version__}|{pyspark.__file__}".encode()).hexdigest()
+    jars = Path(pyspark.__file__).parent / "jars"
+    listing = (
+        sorted((p.name, p.stat().st_size) for p in jars.glob("*.jar")) if jars.is_dir() else []
+    )
+    text = json.dumps([java, version, pyspark.__version__, pyspark.__file__, listing])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def class_archive(directory: Path | None = None) -> Path | None:
+    """The driver's class-data-sharing archive under `var/jvm/` (built by a short warm-up
+    application the first time, one builder at a time; its name is keyed by the JDK, pyspark
+    and its jars, so another of them gets its own). None when there is none and it cannot be
+    built (recorded once per key, not retried on every call) or when its path holds
+    whitespace (a JVM option cannot carry it); a JVM that finds an archive it cannot use
+    ignores it and starts as usual."""
+    import fcntl
+
     directory = directory or PROJECT_ROOT / "var" / "jvm"
-    archive = directory / f"spark-driver-{key[:16]}.jsa"
-    if archive.exists():
-        return archive
-    directory.mkdir(parents=True, exist_ok=True)
+    key = _archive_key()
+    if key is None or any(c.isspace() for c in str(directory)):
+        return None
+    archive = directory / f"spark-driver-{key}.jsa"
+    failed = directory / f".failed-{key}"
     tmp = directory / f".{archive.name}.{os.getpid()}.tmp"
-    submit = Path(sys.executable).with_name("spark-submit")
-    cmd = [
-        str(submit) if submit.exists() else "spark-submit", "--master", "local[1]",
-        "--conf", f"spark.driver.extraJavaOptions=-XX:ArchiveClassesAtExit={tmp}",
-        str(PROJECT_ROOT / "jobs" / "dev" / "jvm_warmup.py"),
-    ]  # fmt: skip
-    env = {**airflow_env(directory, directory), "SPARK_LOCAL_IP": "127.0.0.1"}
-    # spark-submit finds its Spark home through the python on PATH: this one
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = sys.executable
     try:
-        subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=True)
-        os.replace(tmp, archive)
+        if archive.exists():
+            return archive
+        if failed.exists():
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another builder's archive is ours too
+            if archive.exists():
+                return archive
+            _build_archive(tmp)
+            os.replace(tmp, archive)
+        return archive
     except (OSError, subprocess.SubprocessError) as exc:
         err = (getattr(exc, "stderr", None) or b"").decode(errors="replace").strip()
         print(f"no class-data-sharing archive for Spark drivers ({exc}; {err[-500:]}); "
-              "starting without", file=sys.stderr)  # fmt: skip
-        tmp.unlink(missing_ok=True)
+              f"starting without (not tried again while {failed} exists)",
+              file=sys.stderr)  # fmt: skip
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+            failed.write_text(f"{exc}\n{err[-2000:]}\n")
         return None
-    return archive
+
+
+def _build_archive(out: Path) -> None:
+    submit = Path(sys.executable).with_name("spark-submit")
+    cmd = [
+        str(submit) if submit.exists() else "spark-submit", "--master", "local[1]",
+        "--conf", f"spark.driver.extraJavaOptions=-XX:ArchiveClassesAtExit={out}",
+        str(PROJECT_ROOT / "jobs" / "dev" / "jvm_warmup.py"),
+    ]  # fmt: skip
+    env = {**airflow_env(out.parent, out.parent), "SPARK_LOCAL_IP": "127.0.0.1"}
+    # spark-submit finds its Spark home through the python on PATH: this one
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=True)
+    if not out.exists():
+        raise OSError(f"the warm-up application wrote no archive at {out}")
 
 
 def airflow(

@@ -29,8 +29,27 @@ SUITES = {
     C.SUITE_DATASETS: (C.SUITE_DATASETS, C.SUITE_ITEM_INDEX),
 }
 
-# The code that defines a verdict: a changed suite or derived column is a new verdict.
-_CODE = tuple(Path(__file__).with_name(n) for n in ("suites.py", "spark_frames.py"))
+# The code that defines a verdict: a changed suite, derived column, validator, store or
+# contract is a new verdict, and so are other Great Expectations and pyspark versions.
+_HERE = Path(__file__).resolve().parent
+_CODE = (
+    *(_HERE / n for n in ("suites.py", "spark_frames.py", "store.py", "versions.py")),
+    _HERE.parent / "validate.py",
+    _HERE.parent / "common" / "contracts.py",
+)
+_LIBRARIES = ("great_expectations", "pyspark")
+
+
+def _code_version() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [hashlib.sha256(p.read_bytes()).hexdigest() for p in _CODE]
+    for lib in _LIBRARIES:
+        try:
+            out.append(f"{lib}=={version(lib)}")
+        except PackageNotFoundError:
+            out.append(f"{lib} not installed")
+    return out
 
 
 def suite_inputs(lake: Lake, dataset: str, day: dt.date) -> list[str]:
@@ -65,7 +84,11 @@ def _files(path: str) -> list:
     if not p.is_dir():
         return [path, "absent"]
     entries = [path]
-    for root, dirs, files in os.walk(p):
+
+    def unreadable(exc: OSError) -> None:
+        raise exc
+
+    for root, dirs, files in os.walk(p, onerror=unreadable, followlinks=True):
         dirs.sort()
         for name in sorted(files):
             full = os.path.join(root, name)
@@ -75,15 +98,18 @@ def _files(path: str) -> list:
 
 
 def data_version(lake: Lake, dataset: str, day: dt.date, thresholds: dict) -> str | None:
-    """A digest of what `dataset`'s verdict for `day` depends on; None on a non-local lake."""
+    """A digest of what `dataset`'s verdict for `day` depends on; None on a non-local lake or
+    when an input cannot be read now (e.g. a day being republished): never reused then."""
     if not lake.is_local:
         return None
-    code = [hashlib.sha256(p.read_bytes()).hexdigest() for p in _CODE]
-    state = {
-        "dataset": dataset,
-        "day": str(day),
-        "thresholds": thresholds,
-        "code": code,
-        "inputs": [_files(p) for p in suite_inputs(lake, dataset, day)],
-    }
+    try:
+        state = {
+            "dataset": dataset,
+            "day": str(day),
+            "thresholds": thresholds,
+            "code": _code_version(),
+            "inputs": [_files(p) for p in suite_inputs(lake, dataset, day)],
+        }
+    except OSError:
+        return None
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()

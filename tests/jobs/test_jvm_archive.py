@@ -46,3 +46,21 @@ def test_an_archive_the_jvm_cannot_use_is_ignored(tmp_path):
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert strict.returncode != 0  # the case occurs: this file really is unusable
+
+
+def test_a_failed_build_is_recorded_once_and_a_path_with_spaces_is_not_used(tmp_path, monkeypatch):
+    from jobs.dev import embedded
+
+    assert class_archive(tmp_path / "with space") is None
+    calls = []
+
+    def fails(out):
+        calls.append(out)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(embedded, "_build_archive", fails)
+    assert class_archive(tmp_path / "jvm") is None
+    assert class_archive(tmp_path / "jvm") is None
+    assert len(calls) == 1  # not rebuilt on every call
+    assert "no space left" in next((tmp_path / "jvm").glob(".failed-*")).read_text()
+    assert not list((tmp_path / "jvm").glob("*.tmp"))

@@ -108,3 +108,33 @@ def test_a_remote_lake_and_a_validation_that_cannot_run_leave_the_gate_to_valida
         validate.judge_after(spark, lake, C.SUITE_SESSIONS, DAY, 1, "{}")  # does not raise
     assert "its gate will validate it" in caplog.text and "no sessions" in caplog.text
     assert not Path(lake.suite_result(DAY, C.SUITE_SESSIONS)).exists()
+
+
+def test_a_version_covers_the_verdicts_code_and_is_none_when_an_input_cannot_be_read(
+    tmp_path, monkeypatch
+):
+    from jobs.quality import versions
+
+    lake = Lake(str(tmp_path / "lake"))
+    part = Path(lake.sessions_day(DAY))
+    part.mkdir(parents=True)
+    (part / "part-0.parquet").write_bytes(b"rows")
+    code = tmp_path / "suites.py"
+    code.write_text("suite = 1\n")
+    monkeypatch.setattr(versions, "_CODE", (code,))
+    before = data_version(lake, C.SUITE_SESSIONS, DAY, stored_limits())
+    assert before is not None
+    code.write_text("suite = 2\n")  # a fixed suite: the old verdict is not this code's
+    assert data_version(lake, C.SUITE_SESSIONS, DAY, stored_limits()) not in (None, before)
+    (part / "part-1.parquet").symlink_to(tmp_path / "gone")  # being rewritten, say
+    assert data_version(lake, C.SUITE_SESSIONS, DAY, stored_limits()) is None
+
+
+def test_reuse_waits_for_another_writer_of_the_day(tmp_path):
+    from jobs.common.locks import DateBusy, DateLease
+
+    lake = Lake(str(tmp_path / "lake"))
+    DateLease(lake, DAY).acquire("someone-else")
+    argv = [C.SUITE_SESSIONS, "--lake", lake.root, "--date", str(DAY), "--reuse-only"]
+    with pytest.raises(DateBusy):
+        validate.main(argv)
