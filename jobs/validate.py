@@ -112,9 +112,7 @@ def judge_after(spark: SparkSession, lake: Lake, dataset: str, day: dt.date, cat
     gate task then validates on its own."""
     try:
         limits = QualityThresholds.from_dict(json.loads(thresholds))
-        days = catch_up_days(FS(spark), lake, dataset, day, catch_up)
-        with hold_dates(lake, days, keep=False):
-            results = run_validate(spark, lake, dataset, day, limits, days)
+        results = _judge(spark, lake, dataset, day, limits, catch_up)
         log.info(
             "validated %s of %s for its gate: %s", dataset, day,
             ", ".join(f"{r['suite']} {'passed' if r['success'] else 'FAILED'}" for r in results),
@@ -239,9 +237,14 @@ def _validate(args, lake: Lake, thresholds: QualityThresholds) -> list[dict]:
 
     with hold_date(lake, args.date):  # one writer per date
         spark = get_spark(f"validate_{args.dataset}", args.master, dict(args.conf))
-        days = catch_up_days(FS(spark), lake, args.dataset, args.date, args.catch_up_days)
-        with hold_dates(lake, days, keep=False):  # their verdicts: one writer each, too
-            return run_validate(spark, lake, args.dataset, args.date, thresholds, days)
+        return _judge(spark, lake, args.dataset, args.date, thresholds, args.catch_up_days)
+
+
+def _judge(spark, lake, dataset, day, thresholds, catch_up: int) -> list[dict]:
+    """`day` and the catch-up days among the `catch_up` - 1 before it (each held while judged)."""
+    days = catch_up_days(FS(spark), lake, dataset, day, catch_up)
+    with hold_dates(lake, days, keep=False):  # their verdicts: one writer each, too
+        return run_validate(spark, lake, dataset, day, thresholds, days)
 
 
 if __name__ == "__main__":

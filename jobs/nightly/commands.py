@@ -122,20 +122,30 @@ def then_validate(night: Night, dataset: str) -> list[str]:
     ]  # fmt: skip
 
 
-def validate(night: Night, dataset: str) -> list[str]:
+def _gate_args(night: Night, dataset: str) -> list[str]:
     args = [dataset, "--date", night.day, *_verdict_args(night)]
     args += ["--thresholds", json.dumps(night.thresholds.to_dict())]
     if dataset != C.SUITE_DATASETS:
         args += ["--catch-up-days", str(_gate_catch_up(night, dataset))]
-    return spark_submit(night, "validate", *args)
+    return args
+
+
+def validate(night: Night, dataset: str) -> list[str]:
+    return spark_submit(night, "validate", *_gate_args(night, dataset))
 
 
 def reuse_verdict(night: Night, dataset: str) -> list[str]:
     """The gate without Spark: the verdicts the producing job stored for exactly the data
     there now (`python -m jobs.validate --reuse-only`; it prints whether there were any)."""
-    args = validate(night, dataset)
-    job = args.index(str(JOBS_DIR / "validate.py"))
-    return [sys.executable, "-m", "jobs.validate", *args[job + 1 :], "--reuse-only"]
+    lake = ["--lake", night.lake.root]
+    return [
+        sys.executable,
+        "-m",
+        "jobs.validate",
+        *lake,
+        *_gate_args(night, dataset),
+        "--reuse-only",
+    ]
 
 
 def sessionize(night: Night) -> list[str]:
