@@ -46,7 +46,10 @@ case "$cmd" in
     ensure_venv
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
-    exec "$PY" -m pytest "$@"
+    # Two workers (TEST_WORKERS=0: one process); a module's shared set-up stays on one worker.
+    workers=(-n "${TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder)
+    [[ "${TEST_WORKERS:-2}" == 0 ]] && workers=(-p no:xdist)
+    exec "$PY" -m pytest "${workers[@]}" "$@"
     ;;
   bench)
     ensure_venv

@@ -13,6 +13,30 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 SHARED_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+# `./dev.sh test` runs the suite on pytest-xdist workers. Each worker (and every step it starts:
+# spark-submit's Python, Airflow's tasks, training) gets its share of the cores for torch's
+# CPU threads: with MKL_DYNAMIC=FALSE (gru4rec), two processes that each spin on every core
+# run ~25x slower. Set before anything imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _threads = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (`--dist loadgroup`): the tests that share a module- or class-scoped fixture
+    run on one worker, so its set-up (a night of the DAG, a trained model) runs once; and the
+    slow groups start first, so the longest ones run side by side rather than one after the
+    other at the end."""
+    grouping = config.pluginmanager.hasplugin("xdist")
+    for item in items if grouping else ():
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.values() if fixtures else ()
+        if any(d[-1].scope in ("module", "class") for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
 
 @pytest.fixture(scope="session", autouse=True)
 def deployment_roots(tmp_path_factory):
