@@ -24,6 +24,7 @@ if _WORKERS > 1:
         os.environ.setdefault(_var, _threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under xdist (`--dist loadgroup`): the tests that share a module- or class-scoped fixture
     run on one worker, so its set-up (a night of the DAG, a trained model) runs once; and the
