@@ -46,8 +46,9 @@ case "$cmd" in
     ensure_venv
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
-    # Two workers (TEST_WORKERS=0: one process); a module's shared set-up stays on one worker.
-    workers=(-n "${TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder)
+    # Two workers (TEST_WORKERS=0: one process), a module at a time, in the order collected
+    # (tests/conftest.py puts the slow modules first).
+    workers=(-n "${TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder)
     [[ "${TEST_WORKERS:-2}" == 0 ]] && workers=(-p no:xdist)
     exec "$PY" -m pytest "${workers[@]}" "$@"
     ;;

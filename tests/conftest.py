@@ -24,18 +24,10 @@ if _WORKERS > 1:
         os.environ.setdefault(_var, _threads)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under xdist (`--dist loadgroup`): the tests that share a module- or class-scoped fixture
-    run on one worker, so its set-up (a night of the DAG, a trained model) runs once; and the
-    slow groups start first, so the longest ones run side by side rather than one after the
-    other at the end."""
-    grouping = config.pluginmanager.hasplugin("xdist")
-    for item in items if grouping else ():
-        fixtures = getattr(item, "_fixtureinfo", None)
-        defs = fixtures.name2fixturedefs.values() if fixtures else ()
-        if any(d[-1].scope in ("module", "class") for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Under xdist (`./dev.sh test`: `--dist loadscope`, one module per work unit, so a
+    module-scoped set-up such as a night of the DAG runs once): the modules with slow tests
+    start first, so the longest ones run side by side rather than one after the other."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
