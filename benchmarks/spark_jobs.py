@@ -120,15 +120,21 @@ def run_duckdb(path: Path, out_dir: Path, threads: int = 2) -> dict:
                        AND item_id IN (SELECT DISTINCT item_id FROM train))
             SELECT * FROM t WHERE session_id IN
                 (SELECT session_id FROM t GROUP BY 1 HAVING count(*) >= 2);
-        COPY (SELECT session_id, user_id, item_id, ts FROM train) TO '{out_dir}/train.parquet';
-        COPY (SELECT session_id, user_id, item_id, ts FROM test) TO '{out_dir}/test.parquet';""")
+        -- as the Spark job: each event's item_idx, the splits in training order
+        CREATE TEMP TABLE idx AS
+            SELECT item_id, (row_number() OVER (ORDER BY c DESC, item_id) - 1)::INT AS item_idx,
+                   c AS support
+            FROM (SELECT item_id, count(*) AS c FROM train GROUP BY 1);
+        COPY (SELECT session_id, user_id, item_id, ts, item_idx FROM train JOIN idx USING (item_id)
+              ORDER BY start, session_id, ts, item_id) TO '{out_dir}/train.parquet';
+        COPY (SELECT session_id, user_id, item_id, ts, item_idx FROM test JOIN idx USING (item_id)
+              ORDER BY start, session_id, ts, item_id) TO '{out_dir}/test.parquet';""")
     t_build = time.monotonic()
     con.execute(f"""
-        COPY (SELECT item_id, row_number() OVER (ORDER BY c DESC, item_id) - 1 AS item_idx,
-                     c AS support, pow(c, 0.5) AS weight,
-                     sum(pow(c, 0.5)) OVER (ORDER BY c DESC, item_id) / sum(pow(c, 0.5)) OVER ()
-                     AS cdf
-              FROM (SELECT item_id, count(*) AS c FROM train GROUP BY 1))
+        COPY (SELECT item_id, item_idx, support, pow(support, 0.5) AS weight,
+                     sum(pow(support, 0.5)) OVER (ORDER BY item_idx)
+                     / sum(pow(support, 0.5)) OVER () AS cdf
+              FROM idx)
         TO '{out_dir}/popularity.parquet'""")
     t_end = time.monotonic()
     train_n = con.execute("SELECT count(*) FROM train").fetchone()[0]

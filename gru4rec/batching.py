@@ -13,6 +13,7 @@ and replayed every epoch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -42,6 +43,17 @@ class Schedule:
 
 def session_parallel(offsets: np.ndarray, batch_size: int) -> Schedule:
     """The epoch's steps for sessions `offsets` (each session at least 2 events long)."""
+    (whole,) = schedule_chunks(offsets, batch_size)
+    return whole
+
+
+def schedule_chunks(
+    offsets: np.ndarray, batch_size: int, max_positions: int | None = None
+) -> Iterator[Schedule]:
+    """The epoch's steps in consecutive pieces of about `max_positions` inputs each (None: one
+    piece). Replaying the pieces in order, the hidden state carried from one to the next, is
+    replaying `session_parallel`: a split too large for its whole schedule in memory (eight
+    bytes per event) is trained in pieces, each computed when it is reached."""
     offsets = np.asarray(offsets, dtype=np.int64)
     n_sessions = len(offsets) - 1
     if n_sessions <= 0:
@@ -57,13 +69,14 @@ def session_parallel(offsets: np.ndarray, batch_size: int) -> Schedule:
     sizes: list[np.ndarray] = []
     reset: dict[int, np.ndarray] = {}
     keep: dict[int, np.ndarray] = {}
-    n_steps = 0
+    n_steps = n_positions = 0
     while True:
         run = int((end - start).min()) - 1  # steps until the first slot's session ends
         block = start[None, :] + np.arange(run)[:, None]
         chunks.append(block.ravel())
         sizes.append(np.full(run, len(start), dtype=np.int64))
         n_steps += run
+        n_positions += block.size
         start += run
         finished = np.flatnonzero(end - start <= 1)
         n_refill = min(len(finished), n_sessions - next_session)
@@ -72,6 +85,11 @@ def session_parallel(offsets: np.ndarray, batch_size: int) -> Schedule:
         next_session += n_refill
         start[refill] = offsets[new]
         end[refill] = offsets[new + 1]
+        if max_positions is not None and n_positions >= max_positions:
+            # the slot changes below apply before the next piece's first step
+            yield _piece(chunks, sizes, reset, keep)
+            chunks, sizes, reset, keep = [], [], {}, {}
+            n_steps = n_positions = 0
         if len(drop):
             kept = np.setdiff1d(np.arange(len(start)), drop)
             if len(kept) == 0:
@@ -81,6 +99,11 @@ def session_parallel(offsets: np.ndarray, batch_size: int) -> Schedule:
             refill = np.searchsorted(kept, refill)
         if len(refill):
             reset[n_steps] = refill
+    if chunks:
+        yield _piece(chunks, sizes, reset, keep)
+
+
+def _piece(chunks, sizes, reset, keep) -> Schedule:
     positions = np.concatenate(chunks)
     step_offsets = np.concatenate([[0], np.cumsum(np.concatenate(sizes))]).astype(np.int64)
     return Schedule(positions, step_offsets, reset, keep)

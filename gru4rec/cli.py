@@ -31,10 +31,12 @@ from gru4rec.data import (
     SamplingTable,
     SessionData,
     build_sessions,
+    is_tsv,
     item_counts,
     items_path_for,
     load_item_map,
     popularity_path_for,
+    read_compact,
     read_events,
 )
 from gru4rec.errors import Gru4RecError, NoInputError
@@ -47,8 +49,26 @@ from gru4rec.train import Trainer, resolve_device
 log = logging.getLogger("gru4rec")
 
 
-def load_split(path: str, item_map: ItemMap, name: str) -> SessionData:
+def load_split(path: str, item_map: ItemMap, name: str, times: bool = True) -> SessionData:
+    """A split in `item_map`'s index: as integer arrays straight from a pipeline split written
+    in training order (`read_compact`), else through a frame (`build_sessions`). `times`: keep
+    each event's time (the recency-aware baselines need it)."""
+    if not is_tsv(path):
+        data = read_compact(path, item_map, name, times)
+        if data is not None:
+            return data
     return build_sessions(read_events(path), item_map, name)
+
+
+def compact_train(args, times: bool) -> tuple[ItemMap, SessionData] | None:
+    """A full training's item index and split as integer arrays, without a frame of the
+    split (a window of 10^8 events); None where the split is not a compact pipeline split."""
+    items_path = args.items or items_path_for(args.train)
+    if args.warm_start or is_tsv(args.train) or items_path is None:
+        return None
+    item_map = ItemMap.read_parquet(items_path)
+    train = read_compact(args.train, item_map, "train", times)
+    return None if train is None else (item_map, train)
 
 
 def data_summary(name: str, data: SessionData) -> dict:
@@ -162,8 +182,8 @@ def select_epochs(args, cfg: Config, item_map: ItemMap, table) -> dict:
 
     tr_path, valid_path = args.select_epochs
     try:
-        train_tr = load_split(tr_path, item_map, "train_tr")
-        valid = load_split(valid_path, item_map, "valid")
+        train_tr = load_split(tr_path, item_map, "train_tr", times=False)
+        valid = load_split(valid_path, item_map, "valid", times=False)
     except NoInputError as exc:  # e.g. a window too short for a validation day
         log.warning("epoch selection skipped, training %d epochs: %s", cfg.n_epochs, exc)
         return {"metric": args.select_by, "best_epochs": cfg.n_epochs, "skipped": str(exc)}
@@ -253,8 +273,14 @@ def cmd_train(args) -> int:
 
     resumed = ckpt.Checkpoint(args.resume) if args.resume else None
     cfg = _train_config(args, resumed)
-    train_frame = read_events(args.train)
-    item_map = load_item_map(train_frame, args.train, args.items, bool(args.warm_start))
+    compact = compact_train(args, times=bool(args.test and not args.no_baselines))
+    if compact is not None:
+        item_map, train = compact
+        train_frame = None
+    else:
+        train_frame = read_events(args.train)
+        item_map = load_item_map(train_frame, args.train, args.items, bool(args.warm_start))
+        train = None
     if resumed is not None:
         resumed.check_items(item_map, args.train)
     cfg, table = _sampling(args, item_map, cfg)
@@ -292,10 +318,14 @@ def cmd_train(args) -> int:
         trainer = _trainer(cfg, item_map, resumed, table)
     if warm is None and resumed is None:
         lineage["epochs"] = cfg.n_epochs  # what the lineage's warm starts train for
-    if warm is None:
+    if warm is None and train is not None:
+        first, last = train.seconds_range
+        considered = {"first": first, "last": last}
+    elif warm is None:
         considered = inc.data_range(train_frame)
     seen = inc.merge_ranges(seen, considered)
-    train = build_sessions(window_frame, item_map, "train")
+    if train is None:
+        train = build_sessions(window_frame, item_map, "train")
     fit_on = train
     if warm is not None:
         fit_on = _unseen_data(train_frame, item_map)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from gru4rec.errors import NoInputError, SchemaError
@@ -93,12 +94,14 @@ class ItemMap:
 class SessionData:
     """One split: `items[offsets[s]:offsets[s+1]]` are session s's item indices in time order."""
 
-    items: np.ndarray  # int64 item indices
+    items: np.ndarray  # item indices: int64, or int32 when read compactly (read_compact)
     offsets: np.ndarray  # int64, n_sessions + 1
-    session_ids: np.ndarray  # object array, one per session
+    session_ids: np.ndarray | None  # object array, one per session (None: read compactly)
     dropped_unknown: int = 0  # events whose item is not in the item map
     dropped_short: int = 0  # sessions left with fewer than 2 events
     times: np.ndarray | None = None  # float64 seconds per event, where the input has times
+    # (first, last) event time in seconds of everything read, dropped events included
+    seconds_range: tuple[float, float] | None = None
 
     @property
     def n_sessions(self) -> int:
@@ -267,6 +270,145 @@ def build_sessions(frame: pd.DataFrame, item_map: ItemMap, name: str = "data") -
         data.dropped_short,
     )
     return data
+
+
+COMPACT_COLUMNS = ("session_id", "item_idx", "ts", "seq")
+
+
+def read_compact(
+    path: str | Path, item_map: ItemMap, name: str = "data", times: bool = False
+) -> SessionData | None:
+    """A pipeline split as integer arrays, straight from its Parquet files: item_idx (4 bytes
+    an event) and session offsets (8 bytes a session), with no Python object per event, so a
+    window of 10^8 events loads in a few hundred MB. `times`: also each event's time in
+    seconds (8 bytes an event), for the baselines that weigh recency.
+
+    The split must carry item_idx in `item_map`'s index (the `items/` table beside it) and be
+    written in training order (jobs.build_datasets): sessions by first event time, then id;
+    events by seq; files by name. Both are checked as the files are read. Returns None, with
+    a warning, where the split does not qualify (written before datasets carried item_idx,
+    another index, another order): the caller then reads it with `build_sessions`.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    dataset = open_parquet(p, ("session_id", "item_id", "ts", "seq"))
+    why = None
+    if "item_idx" not in dataset.schema.names:
+        why = "it has no item_idx column (written before datasets carried it)"
+    else:
+        items_path = items_path_for(p)
+        if items_path is None or ItemMap.read_parquet(items_path).fingerprint != (
+            item_map.fingerprint
+        ):
+            why = "its item_idx is not the index in use (no items/ beside it, or another one)"
+    if why is not None:
+        log.info("%s: read with the general loader: %s", name, why)
+        return None
+    n = dataset.count_rows()
+    if n == 0:
+        raise NoInputError(f"{name}: no events in {path}")
+    items = np.empty(n, dtype=np.int32)
+    seconds = np.empty(n, dtype=np.float64) if times else None
+    starts: list[np.ndarray] = []
+    at = 0
+    last_id = last_start = last_ts = last_seq = None  # the session open at a batch's end
+    lo_ts = hi_ts = None
+    for file in sorted(dataset.files):
+        for batch in pq.ParquetFile(file).iter_batches(
+            batch_size=1 << 20, columns=list(COMPACT_COLUMNS)
+        ):
+            m = batch.num_rows
+            if m == 0:
+                continue
+            sid = batch.column("session_id")
+            idx = batch.column("item_idx")
+            ts = pc.cast(batch.column("ts"), pa.timestamp("us"), safe=False).cast(pa.int64())
+            seq = batch.column("seq")
+            if sid.null_count or ts.null_count or seq.null_count:
+                return _not_compact(name, "a session_id, ts or seq is null")
+            ts_np = ts.to_numpy()
+            seq_np = seq.to_numpy().astype(np.int64)
+            new = np.empty(m, dtype=bool)
+            new[1:] = pc.not_equal(sid.slice(1), sid.slice(0, m - 1)).to_numpy(zero_copy_only=False)
+            new[0] = last_id is None or sid[0].as_py() != last_id
+            # within a session: seq rises, time never falls
+            same = ~new
+            prev_ts = np.concatenate([[last_ts if last_ts is not None else 0], ts_np[:-1]])
+            prev_seq = np.concatenate([[last_seq if last_seq is not None else 0], seq_np[:-1]])
+            if np.any(same & ((seq_np <= prev_seq) | (ts_np < prev_ts))):
+                return _not_compact(name, "events of a session are not in seq order")
+            # sessions by (start, id): each new session after the one before it
+            first = np.flatnonzero(new)
+            if len(first):
+                start_ts, ids, k = ts_np[first], sid.take(pa.array(first)), len(first)
+                later = start_ts[1:] > start_ts[:-1]
+                tied = start_ts[1:] == start_ts[:-1]
+                after = pc.greater(ids.slice(1), ids.slice(0, k - 1))
+                in_order = np.all(later | (tied & after.to_numpy(zero_copy_only=False)))
+                if last_id is not None:
+                    head = (int(start_ts[0]), ids[0].as_py())
+                    in_order = in_order and head > (last_start, last_id)
+                if not in_order:
+                    return _not_compact(name, "sessions are not ordered by start time, then id")
+                last_start = int(start_ts[-1])
+                starts.append(first.astype(np.int64) + at)
+            last_id, last_ts, last_seq = sid[m - 1].as_py(), int(ts_np[-1]), int(seq_np[-1])
+            lo = int(ts_np.min())
+            hi = int(ts_np.max())
+            lo_ts = lo if lo_ts is None else min(lo_ts, lo)
+            hi_ts = hi if hi_ts is None else max(hi_ts, hi)
+            batch_items = idx.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+            if batch_items.max() >= len(item_map) or batch_items.min() < -1:
+                raise SchemaError(
+                    f"{path}: expected item_idx in 0..{len(item_map) - 1} (the items/ table), "
+                    f"found values {batch_items.min()}..{batch_items.max()}"
+                )
+            items[at : at + m] = batch_items
+            if seconds is not None:
+                seconds[at : at + m] = ts_np / 1e6
+            at += m
+    if at != n:
+        raise SchemaError(f"{path}: expected {n} rows from its metadata, read {at}")
+    offsets = np.append(np.concatenate(starts), n).astype(np.int64)
+    del starts
+    known = items >= 0
+    dropped_unknown = int(n - np.count_nonzero(known))
+    if dropped_unknown:  # close up each session over its unknown items
+        kept_before = np.concatenate([[0], np.cumsum(known, dtype=np.int64)])
+        offsets = kept_before[offsets]
+        items = items[known]
+        seconds = seconds[known] if seconds is not None else None
+    lengths = np.diff(offsets)
+    short = lengths < 2
+    if short.any():
+        keep = np.repeat(~short, lengths)
+        items = items[keep]
+        seconds = seconds[keep] if seconds is not None else None
+        offsets = np.concatenate([[0], np.cumsum(lengths[~short])]).astype(np.int64)
+    data = SessionData(
+        items=items,
+        offsets=offsets,
+        session_ids=None,
+        dropped_unknown=dropped_unknown,
+        dropped_short=int(short.sum()),
+        times=seconds,
+        seconds_range=(lo_ts / 1e6, hi_ts / 1e6),
+    )
+    if data.n_sessions == 0:
+        raise NoInputError(f"{name}: no session with at least 2 known events")
+    log.info(
+        "%s: %d sessions, %d events read as integer arrays (%d events with unknown items "
+        "dropped, %d short sessions dropped)",
+        name, data.n_sessions, data.n_events, dropped_unknown, data.dropped_short,
+    )  # fmt: skip
+    return data
+
+
+def _not_compact(name: str, why: str) -> None:
+    log.warning("%s: not in training order (%s): read with the general loader", name, why)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,12 +13,13 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from gru4rec import losses
-from gru4rec.batching import Schedule, apply_slot_changes, session_parallel
+from gru4rec.batching import Schedule, apply_slot_changes, schedule_chunks, session_parallel
 from gru4rec.config import Config
 from gru4rec.data import ItemMap, SessionData
 from gru4rec.errors import ConfigError
@@ -27,6 +28,9 @@ from gru4rec.model import GRU4RecModel, dropout_mask
 from gru4rec.optim import AdagradM
 from gru4rec.runtime import tune_allocator
 from gru4rec.sampling import SampleStore, sampling_weights
+
+# A split of more training points than this is trained on its schedule computed in pieces.
+SCHEDULE_PIECE = 4_000_000
 
 log = logging.getLogger("gru4rec.train")
 
@@ -273,6 +277,14 @@ class Trainer:
             self._schedule = (data, session_parallel(data.offsets, self.cfg.batch_size))
         return self._schedule[1]
 
+    def schedule_pieces(self, data: SessionData) -> Iterator[Schedule]:
+        """The epoch's schedule: kept whole for a split of up to SCHEDULE_PIECE training
+        points; computed piece by piece, each epoch, for a larger one (bounded memory)."""
+        if data.n_pairs <= SCHEDULE_PIECE:
+            yield self.schedule(data)
+        else:
+            yield from schedule_chunks(data.offsets, self.cfg.batch_size, SCHEDULE_PIECE)
+
     def _seed_epoch(self) -> None:
         """Every epoch's randomness (dropout masks, extra samples) is a function of the seed
         and the epoch number only: a run resumed or warm-started after epoch e draws exactly
@@ -285,32 +297,35 @@ class Trainer:
     def train_epoch(self, data: SessionData, progress: bool | None = None) -> EpochStats:
         cfg = self.cfg
         self._seed_epoch()
-        sched = self.schedule(data)
         items = torch.as_tensor(data.items, device=self.device)
-        pos = torch.as_tensor(sched.positions, device=self.device)
-        inputs = items[pos]
-        targets = items[pos + 1]
-        offs = sched.step_offsets.tolist()
-        width = offs[1] - offs[0]
-        hidden = self.model.zero_hidden(width)
+        hidden = None
         total = torch.zeros((), device=self.device)
         min_columns = 2  # a row needs at least one negative
-        skipped = 0
-        bar = _progress(sched.n_steps, f"epoch {self.epochs_done + 1}", progress)
+        n_steps = skipped = 0
+        bar = _progress(data.n_pairs, f"epoch {self.epochs_done + 1}", progress, "event")
         # Softmax tails make tiny gradients and squared gradients; denormal floats are an
         # order of magnitude slower on x86 CPUs. Flushing them to zero changes nothing visible.
         flush = torch.set_flush_denormal(True) if self.device.type == "cpu" else False
         t0 = time.perf_counter()
-        for t in range(sched.n_steps):
-            hidden = apply_slot_changes(sched, t, hidden)
-            a, b = offs[t], offs[t + 1]
-            if b - a + cfg.n_sample < min_columns:
-                skipped += 1
-                continue
-            loss, hidden = self.step(inputs[a:b], targets[a:b], hidden)
-            total += loss
-            if bar is not None and t % 50 == 0:
-                bar.update(min(50, sched.n_steps - t))
+        for sched in self.schedule_pieces(data):
+            pos = torch.as_tensor(sched.positions, device=self.device)
+            inputs = items[pos].long()  # int32 items of a compact split: one piece in int64
+            targets = items[pos + 1].long()
+            del pos
+            offs = sched.step_offsets.tolist()
+            if hidden is None:
+                hidden = self.model.zero_hidden(offs[1] - offs[0])
+            for t in range(sched.n_steps):
+                hidden = apply_slot_changes(sched, t, hidden)
+                a, b = offs[t], offs[t + 1]
+                if b - a + cfg.n_sample < min_columns:
+                    skipped += 1
+                    continue
+                loss, hidden = self.step(inputs[a:b], targets[a:b], hidden)
+                total += loss
+                if bar is not None and t % 50 == 0:
+                    bar.update(offs[min(t + 50, sched.n_steps)] - offs[t])
+            n_steps += sched.n_steps
         total_loss = float(total)  # one device sync per epoch
         seconds = time.perf_counter() - t0
         if flush:
@@ -324,7 +339,7 @@ class Trainer:
             )
         self.epochs_done += 1
         stats = EpochStats(
-            self.epochs_done, total_loss / max(1, sched.n_steps), seconds, data.n_pairs, skipped
+            self.epochs_done, total_loss / max(1, n_steps), seconds, data.n_pairs, skipped
         )
         self.history.append(stats)
         log.info(
@@ -345,7 +360,7 @@ class Trainer:
         return self.history
 
 
-def _progress(total: int, desc: str, enabled: bool | None):
+def _progress(total: int, desc: str, enabled: bool | None, unit: str = "batch"):
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -354,4 +369,4 @@ def _progress(total: int, desc: str, enabled: bool | None):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm ships with the dependencies
         return None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)

@@ -1,8 +1,12 @@
 """Build datasets: sessions of a training window -> filtered, time-split train/valid/test.
 
-Output `datasets/run=D/{train,train_tr,valid,test}/` with session_id, user_id, item_id, ts, seq.
-seq keeps each event's position in its original session: strictly increasing within a session,
-with gaps where filtering removed events (order by it; do not expect it to be contiguous).
+Output `datasets/run=D/{train,train_tr,valid,test}/` with session_id, user_id, item_id, ts, seq,
+item_idx. seq keeps each event's position in its original session: strictly increasing within a
+session, with gaps where filtering removed events (order by it; do not expect it to be
+contiguous). item_idx is the item's index in the train split (support descending, then item id:
+the `items/` table the popularity job publishes from it). Each split is written in training
+order: sessions by their first event's time, then session id; events by seq; part files in that
+order, so a reader takes sessions and their items as integer arrays without sorting.
 - Filter: drop sessions shorter than 2 and items with support below 5, repeated until stable.
 - Split: test = sessions starting in the last `test_days` of the window; train = events before
   that split time (sessions straddling it are truncated, then length-1 sessions dropped).
@@ -18,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import contracts as C
@@ -36,6 +40,7 @@ from jobs.quality.verdicts import excluded_days
 log = logging.getLogger("jobs.build_datasets")
 
 DATASET_COLUMNS = C.DATASET.columns
+SESSION_COLUMNS = C.SESSIONS.columns
 
 
 # Sets of keys up to this size are broadcast to every task; larger ones use a shuffle join.
@@ -182,6 +187,36 @@ def split_specs(
     return {"train": train, "train_tr": train_tr, "valid": valid, "test": test}, passes
 
 
+def item_index(train: DataFrame) -> DataFrame:
+    """item_id -> contiguous item_idx by (support desc, item_id asc), with support: the index
+    of training and scoring (published as `items/` by the popularity job)."""
+    support = train.groupBy("item_id").agg(F.count(F.lit(1)).alias("support"))
+    order = Window.orderBy(F.col("support").desc(), F.col("item_id").asc())
+    return support.select(
+        "item_id", (F.row_number().over(order) - 1).cast("int").alias("item_idx"), "support"
+    )
+
+
+def indexed(split: DataFrame, items: DataFrame, n_items: int) -> DataFrame:
+    """The split with each event's item_idx. Every split's items are train's (test and valid
+    keep only items their training split knows; train_tr is a part of train): a left join,
+    so an item missing from the index would show as a null the datasets gate refuses."""
+    small = F.broadcast(items) if n_items <= BROADCAST_MAX_KEYS else items
+    return split.join(small.select("item_id", "item_idx"), "item_id", "left").select(
+        *DATASET_COLUMNS
+    )
+
+
+def training_order(split: DataFrame) -> DataFrame:
+    """Sessions by their first event's time, then session id; events by seq."""
+    start = F.min("ts").over(Window.partitionBy("session_id"))
+    return (
+        split.withColumn("_start", start)
+        .orderBy("_start", "session_id", "seq")
+        .select(*DATASET_COLUMNS)
+    )
+
+
 def read_sessions(
     spark: SparkSession,
     lake: Lake,
@@ -238,7 +273,7 @@ def run_build_datasets(
     sessions, missing = read_sessions(spark, lake, day, cfg.window_days, excluded)
     if missing:
         log.warning("window %s days missing: %s", len(missing), ", ".join(missing))
-    events = sessions.select(*DATASET_COLUMNS)
+    events = sessions.select(*SESSION_COLUMNS)
     keys, salt, stats_in = keyed_events(events)
     log.info("read and keyed the window: %.1f s", time.monotonic() - t0)
     end = midnight_utc(day + dt.timedelta(days=1))
@@ -252,8 +287,11 @@ def run_build_datasets(
 
     with staging(fs, lake.datasets) as stage:
         keyed = with_keys(events, salt)
+        items = item_index(specs["train"].select(keyed)).localCheckpoint(eager=True)
+        n_items = items.count()
         for name in SPLITS:
-            specs[name].select(keyed).select(*DATASET_COLUMNS).write.parquet(f"{stage}/{name}")
+            split = specs[name].select(keyed).select(*SESSION_COLUMNS)
+            training_order(indexed(split, items, n_items)).write.parquet(f"{stage}/{name}")
         log.info("wrote the splits: %.1f s", time.monotonic() - t0)
         out_stats = {
             name: _stats(spark.read.parquet(f"{stage}/{name}"), specs[name].sessions.n)

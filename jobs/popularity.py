@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.build_datasets import item_index as build_item_index
 from jobs.common import contracts as C
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
-from jobs.common.errors import NoInputError
+from jobs.common.errors import NoInputError, SchemaError
 from jobs.common.fs import FS, publish_dir, staging, write_summary
 from jobs.common.lake import Lake
 from jobs.common.locks import hold_date
@@ -30,13 +31,28 @@ from jobs.validate import add_then_validate_arguments, judge_after
 log = logging.getLogger("jobs.popularity")
 
 
-def item_index(train_df: DataFrame) -> DataFrame:
-    """item_id -> contiguous item_idx by (support desc, item_id asc), with support."""
-    support = train_df.groupBy("item_id").agg(F.count(F.lit(1)).alias("support"))
-    order = Window.orderBy(F.col("support").desc(), F.col("item_id").asc())
-    return support.select(
-        "item_id", (F.row_number().over(order) - 1).cast("int").alias("item_idx"), "support"
-    )
+def item_index(train: DataFrame) -> DataFrame:
+    """item_id -> item_idx, support: the index the datasets job gave train's events (their
+    item_idx column), checked to be one contiguous index; computed by the same rule
+    (support desc, item_id asc) for a split written before datasets carried item_idx."""
+    if "item_idx" not in train.columns:
+        return build_item_index(train)
+    items = train.groupBy("item_id", "item_idx").agg(F.count(F.lit(1)).alias("support"))
+    row = items.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct("item_id").alias("ids"),
+        F.countDistinct("item_idx").alias("idx"),
+        F.min("item_idx").alias("lo"),
+        F.max("item_idx").alias("hi"),
+    ).first()
+    n = row["rows"]
+    if not (row["ids"] == row["idx"] == n and row["lo"] == 0 and row["hi"] == n - 1):
+        raise SchemaError(
+            f"train's item_idx: expected one contiguous index 0..n-1 with one item_id each, "
+            f"found {n} (item_id, item_idx) pairs, {row['ids']} ids, {row['idx']} indices "
+            f"ranging {row['lo']}..{row['hi']}"
+        )
+    return items.select(*C.ITEMS.columns)
 
 
 def popularity(items_df: DataFrame, alpha: float) -> DataFrame:

@@ -18,6 +18,14 @@ SHARED_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", ROOT.parent / "shared"
 # CPU threads: with MKL_DYNAMIC=FALSE (gru4rec), two processes that each spin on every core
 # run ~25x slower. Set before anything imports torch.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    import __main__
+
+    # An xdist worker's __main__ (execnet's bootstrap) has neither a file nor a spec: pyspark's
+    # Connect package, which Great Expectations imports, takes such a process for a doctest
+    # run and calls sys.exit(0) on import. Give it the file a script's __main__ has.
+    if getattr(__main__, "__spec__", None) is None and not hasattr(__main__, "__file__"):
+        __main__.__file__ = "pytest-xdist-worker"
 if _WORKERS > 1:
     _threads = str(max(1, (os.cpu_count() or 1) // _WORKERS))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -28,7 +36,8 @@ def pytest_collection_modifyitems(config, items):
     """Under xdist (`./dev.sh test`: `--dist loadscope`, one module per work unit, so a
     module-scoped set-up such as a night of the DAG runs once): the modules with slow tests
     start first, so the longest ones run side by side rather than one after the other."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    slow = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow)  # stable: a module stays in order
 
 
 @pytest.fixture(scope="session", autouse=True)

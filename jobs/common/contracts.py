@@ -64,8 +64,10 @@ SESSIONS = Contract(
         ("seq", "int"),
     ),
 )
-# train, train_tr, valid and test of datasets/run=D share the sessions' columns
-DATASET = Contract("datasets", SESSIONS.fields)
+# train, train_tr, valid and test of datasets/run=D: the sessions' columns and each event's
+# item_idx in the run's item index (items/), written in training order (session start, session
+# id, seq) so a trainer reads integer arrays straight from the files (gru4rec.data)
+DATASET = Contract("datasets", (*SESSIONS.fields, ("item_idx", "int")))
 ITEMS = Contract("items", (("item_id", "string"), ("item_idx", "int"), ("support", "bigint")))
 POPULARITY = Contract(
     "popularity",

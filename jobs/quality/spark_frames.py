@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import contracts as C
-from jobs.common.errors import NoInputError
+from jobs.common.errors import NoInputError, SchemaError
 from jobs.common.fs import FS
 from jobs.common.lake import Lake
 from jobs.common.timeutil import midnight_utc
@@ -126,6 +126,13 @@ def datasets_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[DataF
     test_days = int(summary["config"]["test_days"])
     train = spark.read.parquet(lake.split(day, "train")).withColumn("split", F.lit("train"))
     test = spark.read.parquet(lake.split(day, "test")).withColumn("split", F.lit("test"))
+    for name, split in (("train", train), ("test", test)):
+        if "item_idx" not in split.columns:
+            raise SchemaError(
+                f"{lake.split(day, name)}: expected the columns {', '.join(C.DATASET.columns)}"
+                f", found {', '.join(c for c in split.columns if c != 'split')} (written "
+                "before datasets carried item_idx): run build_datasets for this day again"
+            )
     train_items = train.select("item_id").distinct().withColumn("_known", F.lit(True))
     # Coverage: the test window's session events (before any filtering) whose item train knows.
     window_days = [day - dt.timedelta(days=i) for i in range(test_days)]
@@ -147,6 +154,7 @@ def datasets_frame(spark: SparkSession, lake: Lake, day: dt.date) -> tuple[DataF
         "item_id",
         "ts",
         "seq",
+        "item_idx",
         "split",
         F.when(
             F.row_number().over(per) == 1,

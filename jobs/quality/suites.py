@@ -188,7 +188,7 @@ def datasets_suite(t: QualityThresholds):
         C.SUITE_DATASETS,
         [
             *_not_null(
-                ["session_id", "item_id", "ts", "seq", "split"],
+                ["session_id", "item_id", "ts", "seq", "item_idx", "split"],
                 "Training and evaluation need every field of every event.",
             ),
             gxe.ExpectColumnDistinctValuesToEqualSet(

@@ -86,3 +86,27 @@ def test_epoch_does_not_end_when_the_first_slot_runs_dry():
 def test_sessions_shorter_than_two_are_refused():
     with pytest.raises(ValueError, match="at least 2 events"):
         session_parallel(np.array([0, 1, 3]), 2)
+
+
+@pytest.mark.parametrize("max_positions", [1, 7, 50, 1000])
+def test_pieces_replayed_in_order_are_the_whole_schedule(max_positions):
+    """A split trained in pieces (schedule_chunks) steps exactly as the whole schedule does."""
+    from gru4rec.batching import schedule_chunks
+
+    rng = np.random.default_rng(max_positions)
+    lengths = rng.integers(2, 9, size=400)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    whole = session_parallel(offsets, 5)
+    pieces = list(schedule_chunks(offsets, 5, max_positions))
+    assert len(pieces) > 1  # the case this test is about: more than one piece
+    assert all(p.positions.size >= max_positions for p in pieces[:-1])
+    shift, steps, keep, reset = 0, [], {}, {}
+    for p in pieces:
+        steps += [p.step(t).tolist() for t in range(p.n_steps)]
+        keep.update({t + shift: v.tolist() for t, v in p.keep.items()})
+        reset.update({t + shift: v.tolist() for t, v in p.reset.items()})
+        shift += p.n_steps
+    assert steps == [whole.step(t).tolist() for t in range(whole.n_steps)]
+    assert keep == {t: v.tolist() for t, v in whole.keep.items()}
+    assert reset == {t: v.tolist() for t, v in whole.reset.items()}
+    assert any(t in p.reset or t in p.keep for p in pieces[1:] for t in [0])  # carried over

@@ -84,3 +84,63 @@ def test_fingerprint_changes_with_the_index():
     b = ItemMap(np.array(["2", "1"], dtype=object), np.array([2, 1]))
     assert a.fingerprint != b.fingerprint
     assert a.fingerprint == ItemMap(a.ids.copy(), a.support.copy()).fingerprint
+
+
+def _write_compact_run(root, train: pd.DataFrame, cut: int):
+    """A split in training order with item_idx, in two files cut at row `cut`."""
+    (root / "train").mkdir(parents=True)
+    for k, part in enumerate((train.iloc[:cut], train.iloc[cut:])):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False),
+                       root / "train" / f"part-0000{k}.parquet")  # fmt: skip
+    items = pd.DataFrame({"item_id": ["y", "x", "z"], "item_idx": [0, 1, 2], "support": [3, 3, 1]})
+    (root / "items").mkdir()
+    pq.write_table(pa.Table.from_pandas(items), root / "items" / "part-0.parquet")
+    return root / "train", ItemMap.read_parquet(root / "items")
+
+
+TRAINING_ORDER = pd.DataFrame(
+    {  # a (start 1), then c and b tied at 5 (ordered by id: b, c), then d; b spans the files
+        "session_id": ["a", "a", "b", "b", "b", "c", "c", "d", "d"],
+        "user_id": ["u"] * 9,
+        "item_id": ["y", "z", "x", "y", "x", "y", "x", "z", "y"],
+        "ts": pd.to_datetime([1, 2, 5, 5, 7, 5, 6, 9, 9], unit="s", utc=True),
+        "seq": [0, 1, 0, 2, 3, 4, 5, 0, 1],
+        "item_idx": pd.array([0, 2, 1, 0, 1, 0, 1, 2, 0], dtype="int32"),
+    }
+)
+
+
+def test_read_compact_equals_the_frame_reader_across_files(tmp_path, caplog):
+    from gru4rec.data import read_compact
+
+    path, im = _write_compact_run(tmp_path / "ok", TRAINING_ORDER, cut=3)
+    expected = build_sessions(read_events(path), im, "train")
+    got = read_compact(path, im, "train", times=True)
+    assert got.items.dtype == np.int32 and got.items.tolist() == expected.items.tolist()
+    assert got.offsets.tolist() == expected.offsets.tolist() == [0, 2, 5, 7, 9]
+    assert got.times.tolist() == expected.times.tolist()
+    assert got.seconds_range == (1.0, 9.0)
+    # an event whose item is not in the index (null item_idx) is dropped, its session closes
+    # up (d: 1 event left: dropped as too short)
+    unknown = TRAINING_ORDER.assign(item_idx=TRAINING_ORDER["item_idx"].astype("Int32"))
+    unknown.loc[7, "item_idx"] = pd.NA
+    path, im = _write_compact_run(tmp_path / "unknown", unknown, cut=3)
+    got = read_compact(path, im, "train")
+    assert got.offsets.tolist() == [0, 2, 5, 7] and got.dropped_unknown == 1
+    assert got.dropped_short == 1
+    # not compact: no item_idx, another index, sessions or events out of order -> None
+    no_idx = TRAINING_ORDER.drop(columns="item_idx")
+    swapped = TRAINING_ORDER.iloc[[2, 3, 4, 0, 1, 5, 6, 7, 8]]  # b before a
+    events = TRAINING_ORDER.iloc[[1, 0, 2, 3, 4, 5, 6, 7, 8]]  # a's events reversed
+    for name, frame in (("no_idx", no_idx), ("swapped", swapped), ("events", events)):
+        path, im = _write_compact_run(tmp_path / name, frame, cut=4)
+        assert read_compact(path, im, "train") is None, name
+    other = ItemMap(np.array(["x", "y", "z"], dtype=object), np.array([3, 3, 1]))
+    path, _ = _write_compact_run(tmp_path / "other", TRAINING_ORDER, cut=3)
+    assert read_compact(path, other, "train") is None
+    assert "not in training order" in caplog.text
+    # an index beyond the items table is refused, not read
+    beyond = TRAINING_ORDER.assign(item_idx=TRAINING_ORDER["item_idx"].replace(2, 7))
+    path, im = _write_compact_run(tmp_path / "beyond", beyond, cut=3)
+    with pytest.raises(SchemaError, match=r"expected item_idx in 0..2"):
+        read_compact(path, im, "train")

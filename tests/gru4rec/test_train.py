@@ -68,6 +68,29 @@ def test_epoch_uses_every_pair_once(splits):
     assert stats.events == train.n_pairs
 
 
+def test_a_large_split_trains_in_schedule_pieces_exactly_as_whole(splits, monkeypatch):
+    """A split over SCHEDULE_PIECE training points (10^8-event windows) is trained on its
+    schedule computed piece by piece, from int32 items (read_compact): the same model, bit
+    for bit, as the whole schedule over int64 items."""
+    import dataclasses
+
+    import gru4rec.train as train_module
+
+    im, train, _ = splits
+    cfg = Config.from_dict({**SMALL, "n_epochs": 2})
+    whole = Trainer(cfg, im)
+    whole.fit(train, progress=False)
+    compact = dataclasses.replace(train, items=train.items.astype(np.int32), session_ids=None)
+    monkeypatch.setattr(train_module, "SCHEDULE_PIECE", 97)
+    pieces = list(train_module.Trainer(cfg, im).schedule_pieces(compact))
+    assert len(pieces) > 10  # the case: many pieces, slot changes carried across them
+    pieced = Trainer(cfg, im)
+    pieced.fit(compact, progress=False)
+    assert [e.loss for e in pieced.history] == [e.loss for e in whole.history]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, pieced.model.state_dict()[name]), name
+
+
 def test_no_backprop_through_time(splits):
     im, train, _ = splits
     trainer = Trainer(Config.from_dict(SMALL), im)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
@@ -13,6 +15,7 @@ from jobs.build_datasets import (
     stable_sets,
     with_keys,
 )
+from jobs.common import contracts as C
 from jobs.common.errors import ConfigError
 from jobs.common.lake import Lake
 from jobs.common.settings import DatasetSettings
@@ -156,7 +159,8 @@ def test_build_and_popularity_publish_run_directory(spark, tmp_path):
     assert sorted(r.item_idx for r in items) == list(range(6))
     test = spark.read.parquet(lake.split(day, "test"))
     assert sorted({r.seq for r in test.collect()}) == [0, 1]
-    assert test.columns == ["session_id", "user_id", "item_id", "ts", "seq"]
+    assert test.columns == ["session_id", "user_id", "item_id", "ts", "seq", "item_idx"]
+    assert [(f.name, f.dataType.simpleString()) for f in test.schema] == list(C.DATASET.fields)
 
 
 def test_a_day_whose_gate_failed_stays_out_of_later_windows_until_accepted(spark, tmp_path):
@@ -194,3 +198,64 @@ def test_a_day_whose_gate_failed_stays_out_of_later_windows_until_accepted(spark
     write_run_report(lake, str(day))
     page = Path(lake.run_report(str(day))).read_text()
     assert f"window day {bad} left out" in page and "_quarantine_share max 0.8" in page
+
+
+def test_splits_carry_the_item_index_in_training_order_and_read_as_integer_arrays(spark, tmp_path):
+    """Each split carries item_idx from the published items/ table and is written in training
+    order, across several part files: the trainer's integer-array reader (read_compact) gets
+    exactly what the frame reader (build_sessions) gets, without a frame."""
+    import random
+
+    from gru4rec.data import ItemMap, build_sessions, read_compact, read_events
+
+    rng = random.Random(3)
+    rows = []
+    for k in range(400):  # starts on a 10-minute grid: many sessions share a start time
+        start, sid = rng.randrange(0, 4 * 24 * 6 - 1) / 6, f"s{k * 7919 % 1000:03d}"
+        for e in range(rng.randint(1, 6)):
+            item = f"i{int(rng.paretovariate(1.2))}"
+            rows.append((sid, item, start + e * rng.randint(1, 3) / 60))
+    lake = Lake(str(tmp_path / "lake"))
+    df = sessions_df(spark, rows).withColumn("dt", F.date_format("ts", "yyyy-MM-dd"))
+    df.write.partitionBy("dt").parquet(lake.sessions)
+    day = dt.date(2024, 3, 4)
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+    try:
+        run_build_datasets(spark, lake, day, DatasetSettings(window_days=4, min_item_support=2))
+        run_popularity(spark, lake, day)
+    finally:
+        spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+    item_map = ItemMap.read_parquet(lake.items(day))
+    for name in ("train", "train_tr", "valid", "test"):
+        path = lake.split(day, name)
+        frame = read_events(path)
+        if name == "train":  # the cases this test is about occur
+            assert len(list(Path(path).glob("*.parquet"))) > 1
+            starts = frame.groupby("session_id")["time"].min()
+            assert starts.duplicated().any()  # sessions tied on start time, ordered by id
+        expected = build_sessions(frame, item_map, name)
+        got = read_compact(path, item_map, name, times=True)
+        assert got is not None, name
+        assert got.items.dtype == np.int32
+        assert np.array_equal(got.items, expected.items), name
+        assert np.array_equal(got.offsets, expected.offsets), name
+        assert np.allclose(got.times, expected.times), name
+        # the published index is the one the datasets job gave every event
+        pairs = pd.read_parquet(path, columns=["item_id", "item_idx"]).drop_duplicates()
+        assert (item_map.lookup(pairs["item_id"].to_numpy(object)) == pairs["item_idx"]).all()
+
+
+def test_popularity_refuses_a_train_split_whose_item_idx_is_not_one_index(spark, tmp_path):
+    from jobs.common.errors import SchemaError
+
+    lake = Lake(str(tmp_path / "lake"))
+    write_four_days(spark, lake)
+    day = dt.date(2024, 3, 4)
+    run_build_datasets(spark, lake, day, DatasetSettings(window_days=4))
+    train = spark.read.parquet(lake.split(day, "train"))
+    broken = train.withColumn(  # two items share an index
+        "item_idx", F.when(F.col("item_idx") == 1, F.lit(0)).otherwise(F.col("item_idx"))
+    )
+    broken.localCheckpoint(eager=True).write.mode("overwrite").parquet(lake.split(day, "train"))
+    with pytest.raises(SchemaError, match="expected one contiguous index"):
+        run_popularity(spark, lake, day)

@@ -22,7 +22,8 @@ def test_spark_outputs_follow_the_contracts(spark, tmp_path):
     day = dt.date(2026, 1, 5)
     t = dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
     rows = [(f"s{i % 3}", "u", f"i{i % 4}", t + dt.timedelta(minutes=i), i) for i in range(12)]
-    spark.createDataFrame(rows, C.DATASET.ddl).write.parquet(lake.split(day, "train"))
+    # a train split as written before datasets carried item_idx: the index is built from it
+    spark.createDataFrame(rows, C.SESSIONS.ddl).write.parquet(lake.split(day, "train"))
     run_popularity(spark, lake, day, alpha=0.25)
     for contract, path in ((C.ITEMS, lake.items(day)), (C.POPULARITY, lake.popularity(day))):
         schema = spark.read.parquet(path).schema
