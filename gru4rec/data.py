@@ -283,11 +283,13 @@ def read_compact(
     window of 10^8 events loads in a few hundred MB. `times`: also each event's time in
     seconds (8 bytes an event), for the baselines that weigh recency.
 
-    The split must carry item_idx in `item_map`'s index (the `items/` table beside it) and be
-    written in training order (jobs.build_datasets): sessions by first event time, then id;
-    events by seq; files by name. Both are checked as the files are read. Returns None, with
-    a warning, where the split does not qualify (written before datasets carried item_idx,
-    another index, another order): the caller then reads it with `build_sessions`.
+    The split must carry item_idx in `item_map`'s index (the `items/` table beside it), every
+    event's, and be written in training order (jobs.build_datasets): sessions by first event
+    time, then id, each session's events together; events by seq; files by name. All of it is
+    checked as the files are read (a session id seen in two places is caught by a 64-bit hash
+    of each session's id). Returns None, with a log line, where the split does not qualify
+    (written before datasets carried item_idx, another index, another order or types): the
+    caller then reads it with `build_sessions`, whose result this one equals.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -312,22 +314,33 @@ def read_compact(
     items = np.empty(n, dtype=np.int32)
     seconds = np.empty(n, dtype=np.float64) if times else None
     starts: list[np.ndarray] = []
+    hashes: list[np.ndarray] = []
     at = 0
     last_id = last_start = last_ts = last_seq = None  # the session open at a batch's end
     lo_ts = hi_ts = None
     for file in sorted(dataset.files):
-        for batch in pq.ParquetFile(file).iter_batches(
-            batch_size=1 << 20, columns=list(COMPACT_COLUMNS)
-        ):
+        parquet = pq.ParquetFile(file)
+        types = {f.name: f.type for f in parquet.schema_arrow}
+        why = _compact_types(types)
+        if why is not None:
+            return _not_compact(name, f"{Path(file).name}: {why}")
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=list(COMPACT_COLUMNS)):
             m = batch.num_rows
             if m == 0:
                 continue
+            if at + m > n:
+                raise SchemaError(f"{path}: expected {n} rows from its metadata, found more")
             sid = batch.column("session_id")
+            if pa.types.is_dictionary(sid.type):
+                sid = sid.dictionary_decode()
             idx = batch.column("item_idx")
-            ts = pc.cast(batch.column("ts"), pa.timestamp("us"), safe=False).cast(pa.int64())
+            try:  # nanoseconds are taken only where they are whole microseconds
+                ts = pc.cast(batch.column("ts"), pa.timestamp("us")).cast(pa.int64())
+            except pa.ArrowInvalid:
+                return _not_compact(name, "ts has sub-microsecond values")
             seq = batch.column("seq")
-            if sid.null_count or ts.null_count or seq.null_count:
-                return _not_compact(name, "a session_id, ts or seq is null")
+            if sid.null_count or ts.null_count or seq.null_count or idx.null_count:
+                return _not_compact(name, "a session_id, ts, seq or item_idx is null")
             ts_np = ts.to_numpy()
             seq_np = seq.to_numpy().astype(np.int64)
             new = np.empty(m, dtype=bool)
@@ -354,13 +367,12 @@ def read_compact(
                     return _not_compact(name, "sessions are not ordered by start time, then id")
                 last_start = int(start_ts[-1])
                 starts.append(first.astype(np.int64) + at)
+                hashes.append(_string_hashes(ids))
             last_id, last_ts, last_seq = sid[m - 1].as_py(), int(ts_np[-1]), int(seq_np[-1])
-            lo = int(ts_np.min())
-            hi = int(ts_np.max())
-            lo_ts = lo if lo_ts is None else min(lo_ts, lo)
-            hi_ts = hi if hi_ts is None else max(hi_ts, hi)
-            batch_items = idx.fill_null(-1).to_numpy().astype(np.int64, copy=False)
-            if batch_items.max() >= len(item_map) or batch_items.min() < -1:
+            lo_ts = int(ts_np.min()) if lo_ts is None else min(lo_ts, int(ts_np.min()))
+            hi_ts = int(ts_np.max()) if hi_ts is None else max(hi_ts, int(ts_np.max()))
+            batch_items = idx.to_numpy()
+            if batch_items.max() >= len(item_map) or batch_items.min() < 0:
                 raise SchemaError(
                     f"{path}: expected item_idx in 0..{len(item_map) - 1} (the items/ table), "
                     f"found values {batch_items.min()}..{batch_items.max()}"
@@ -371,15 +383,14 @@ def read_compact(
             at += m
     if at != n:
         raise SchemaError(f"{path}: expected {n} rows from its metadata, read {at}")
+    run_hashes = np.concatenate(hashes)
+    del hashes
+    run_hashes.sort()
+    if np.any(run_hashes[1:] == run_hashes[:-1]):  # an id in two places (or a rare collision)
+        return _not_compact(name, "a session's events are not all together")
+    del run_hashes
     offsets = np.append(np.concatenate(starts), n).astype(np.int64)
     del starts
-    known = items >= 0
-    dropped_unknown = int(n - np.count_nonzero(known))
-    if dropped_unknown:  # close up each session over its unknown items
-        kept_before = np.concatenate([[0], np.cumsum(known, dtype=np.int64)])
-        offsets = kept_before[offsets]
-        items = items[known]
-        seconds = seconds[known] if seconds is not None else None
     lengths = np.diff(offsets)
     short = lengths < 2
     if short.any():
@@ -391,7 +402,6 @@ def read_compact(
         items=items,
         offsets=offsets,
         session_ids=None,
-        dropped_unknown=dropped_unknown,
         dropped_short=int(short.sum()),
         times=seconds,
         seconds_range=(lo_ts / 1e6, hi_ts / 1e6),
@@ -399,11 +409,48 @@ def read_compact(
     if data.n_sessions == 0:
         raise NoInputError(f"{name}: no session with at least 2 known events")
     log.info(
-        "%s: %d sessions, %d events read as integer arrays (%d events with unknown items "
-        "dropped, %d short sessions dropped)",
-        name, data.n_sessions, data.n_events, dropped_unknown, data.dropped_short,
+        "%s: %d sessions, %d events read as integer arrays (%d short sessions dropped)",
+        name, data.n_sessions, data.n_events, data.dropped_short,
     )  # fmt: skip
     return data
+
+
+def _compact_types(types: dict) -> str | None:
+    """Why a file's column types are not those read_compact reads exactly (None: they are)."""
+    missing = [c for c in COMPACT_COLUMNS if c not in types]
+    if missing:
+        return f"no {', '.join(missing)} column"
+    sid = types["session_id"]
+    sid = sid.value_type if pa.types.is_dictionary(sid) else sid
+    if not (pa.types.is_string(sid) or pa.types.is_large_string(sid)):
+        return f"session_id is {sid}, not a string"
+    ts = types["ts"]
+    if not pa.types.is_timestamp(ts):
+        return f"ts is {ts}, not a timestamp"
+    if not all(pa.types.is_integer(types[c]) for c in ("seq", "item_idx")):
+        return f"seq is {types['seq']} and item_idx {types['item_idx']}: expected integers"
+    return None
+
+
+def _string_hashes(strings: pa.Array) -> np.ndarray:
+    """A 64-bit polynomial hash of each string (arithmetic mod 2^64), with no Python object
+    per string: the bytes and offsets of the Arrow array, in numpy."""
+    strings = strings.cast(pa.large_binary())
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)
+    offsets = offsets[strings.offset : strings.offset + len(strings) + 1]
+    buffer = strings.buffers()[2]
+    data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.zeros(0, np.uint8)
+    data = data[offsets[0] : offsets[-1]]
+    offsets = offsets - offsets[0]
+    lengths = np.diff(offsets)
+    position = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    longest = int(lengths.max()) if len(lengths) else 0
+    powers = np.cumprod(np.full(max(longest, 1), 1_099_511_628_211, dtype=np.uint64))
+    with np.errstate(over="ignore"):
+        terms = (data.astype(np.uint64) + np.uint64(1)) * powers[position]
+        sums = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(terms, dtype=np.uint64)])
+        hashed = sums[offsets[1:]] - sums[offsets[:-1]]
+        return hashed * np.uint64(0x9E3779B97F4A7C15) + lengths.astype(np.uint64)
 
 
 def _not_compact(name: str, why: str) -> None:

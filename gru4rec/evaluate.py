@@ -165,7 +165,7 @@ def evaluate_model(
     device = model.device
     metrics = RankingMetrics(tuple(cutoffs))
     sched = session_parallel(test.offsets, batch_size)
-    items = torch.as_tensor(test.items, device=device)
+    items = torch.as_tensor(test.items, device=device).long()  # int32 when read compactly
     pos = torch.as_tensor(sched.positions, device=device)
     inputs, targets = items[pos], items[pos + 1]
     offs = sched.step_offsets.tolist()

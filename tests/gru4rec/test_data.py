@@ -120,21 +120,32 @@ def test_read_compact_equals_the_frame_reader_across_files(tmp_path, caplog):
     assert got.offsets.tolist() == expected.offsets.tolist() == [0, 2, 5, 7, 9]
     assert got.times.tolist() == expected.times.tolist()
     assert got.seconds_range == (1.0, 9.0)
-    # an event whose item is not in the index (null item_idx) is dropped, its session closes
-    # up (d: 1 event left: dropped as too short)
-    unknown = TRAINING_ORDER.assign(item_idx=TRAINING_ORDER["item_idx"].astype("Int32"))
-    unknown.loc[7, "item_idx"] = pd.NA
-    path, im = _write_compact_run(tmp_path / "unknown", unknown, cut=3)
-    got = read_compact(path, im, "train")
-    assert got.offsets.tolist() == [0, 2, 5, 7] and got.dropped_unknown == 1
-    assert got.dropped_short == 1
-    # not compact: no item_idx, another index, sessions or events out of order -> None
+    # not compact -> None (the caller reads the frame): no item_idx, an item not in the index
+    # (null), sessions or events out of order, a session in two places (event-time order:
+    # every run starts later than the one before), timestamps as plain integers
     no_idx = TRAINING_ORDER.drop(columns="item_idx")
+    null = TRAINING_ORDER.assign(item_idx=TRAINING_ORDER["item_idx"].astype("Int32"))
+    null.loc[7, "item_idx"] = pd.NA
     swapped = TRAINING_ORDER.iloc[[2, 3, 4, 0, 1, 5, 6, 7, 8]]  # b before a
     events = TRAINING_ORDER.iloc[[1, 0, 2, 3, 4, 5, 6, 7, 8]]  # a's events reversed
-    for name, frame in (("no_idx", no_idx), ("swapped", swapped), ("events", events)):
+    by_time = pd.DataFrame(
+        {
+            "session_id": list("ABBACAC"),
+            "user_id": ["u"] * 7,
+            "item_id": ["y"] * 7,
+            "ts": pd.to_datetime([1, 3, 4, 5, 6, 7, 8], unit="s", utc=True),
+            "seq": [0, 0, 1, 1, 0, 2, 1],
+            "item_idx": pd.array([0] * 7, dtype="int32"),
+        }
+    )
+    int_ts = TRAINING_ORDER.assign(ts=TRAINING_ORDER["ts"].astype("int64"))
+    cases = {"no_idx": no_idx, "null": null, "swapped": swapped, "events": events,
+             "by_time": by_time, "int_ts": int_ts}  # fmt: skip
+    for name, frame in cases.items():
         path, im = _write_compact_run(tmp_path / name, frame, cut=4)
         assert read_compact(path, im, "train") is None, name
+    general = build_sessions(read_events(tmp_path / "by_time" / "train"), im, "train")
+    assert general.offsets.tolist() == [0, 3, 5, 7]  # what a wrong compact read would miss
     other = ItemMap(np.array(["x", "y", "z"], dtype=object), np.array([3, 3, 1]))
     path, _ = _write_compact_run(tmp_path / "other", TRAINING_ORDER, cut=3)
     assert read_compact(path, other, "train") is None
