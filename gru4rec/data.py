@@ -313,9 +313,11 @@ def read_compact(
         raise NoInputError(f"{name}: no events in {path}")
     items = np.empty(n, dtype=np.int32)
     seconds = np.empty(n, dtype=np.float64) if times else None
-    starts: list[np.ndarray] = []
-    hashes: list[np.ndarray] = []
-    at = 0
+    # Session starts and id hashes, at most one per event: reserved, not touched, so only
+    # what is written takes memory (and no per-batch pieces fragment the heap).
+    starts = np.empty(n + 1, dtype=np.int64)
+    hashes = np.empty(n, dtype=np.uint64)
+    at = runs = 0
     last_id = last_start = last_ts = last_seq = None  # the session open at a batch's end
     lo_ts = hi_ts = None
     for file in sorted(dataset.files):
@@ -366,8 +368,9 @@ def read_compact(
                 if not in_order:
                     return _not_compact(name, "sessions are not ordered by start time, then id")
                 last_start = int(start_ts[-1])
-                starts.append(first.astype(np.int64) + at)
-                hashes.append(_string_hashes(ids))
+                starts[runs : runs + k] = first + at
+                hashes[runs : runs + k] = _string_hashes(ids)
+                runs += k
             last_id, last_ts, last_seq = sid[m - 1].as_py(), int(ts_np[-1]), int(seq_np[-1])
             lo_ts = int(ts_np.min()) if lo_ts is None else min(lo_ts, int(ts_np.min()))
             hi_ts = int(ts_np.max()) if hi_ts is None else max(hi_ts, int(ts_np.max()))
@@ -383,14 +386,14 @@ def read_compact(
             at += m
     if at != n:
         raise SchemaError(f"{path}: expected {n} rows from its metadata, read {at}")
-    run_hashes = np.concatenate(hashes)
-    del hashes
+    run_hashes = hashes[:runs]
     run_hashes.sort()
     if np.any(run_hashes[1:] == run_hashes[:-1]):  # an id in two places (or a rare collision)
         return _not_compact(name, "a session's events are not all together")
-    del run_hashes
-    offsets = np.append(np.concatenate(starts), n).astype(np.int64)
-    del starts
+    del run_hashes, hashes
+    starts[runs] = n
+    starts.resize(runs + 1, refcheck=False)  # in place (the unused reserve is given back)
+    offsets = starts
     lengths = np.diff(offsets)
     short = lengths < 2
     if short.any():
