@@ -122,6 +122,7 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(
     pointed at the cluster by params only; the DAG's datasets quality gate (GX on Spark) runs
     there too, and every driver gets the heap the params asked for."""
     from jobs.common.lake import Lake
+    from jobs.dev.embedded import quick_jvm
     from jobs.nightly import commands
     from jobs.nightly.params import Night
     from jobs.nightly.runner import run
@@ -129,9 +130,13 @@ def test_each_job_through_spark_submit_on_a_standalone_cluster(
     lake = tmp_path / "lake"
     src = shared_data / "taobao_sample" / "UserBehavior.csv"
     monkeypatch.setenv("SPARK_SUBMIT", str(cluster["home"] / "bin" / "spark-submit"))
-    # the master and the driver's address are the deployment's (run conf cannot set them)
+    # the master, the driver's address and JVM options are the deployment's (run conf cannot
+    # set them): the embedded default's for short applications, for executors too
     monkeypatch.setenv("GRU4REC_SPARK_MASTER", cluster["url"])
-    monkeypatch.setenv("GRU4REC_SPARK_CONF", '{"spark.driver.host": "127.0.0.1"}')
+    deployment = json.loads(quick_jvm()["GRU4REC_SPARK_CONF"])
+    deployment["spark.driver.host"] = "127.0.0.1"
+    deployment["spark.executor.extraJavaOptions"] = "-XX:TieredStopAtLevel=1"
+    monkeypatch.setenv("GRU4REC_SPARK_CONF", json.dumps(deployment))
     night = Night.from_params(
         {
             "lake": str(lake),
