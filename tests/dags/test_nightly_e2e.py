@@ -172,6 +172,11 @@ def test_first_night_publishes_valid_recommendations(nightly):
     assert (q / "data_docs" / "index.html").exists()
     report = (q / "report.html").read_text()
     assert "Recall@20" in report and "promoted" in report and "data_docs/index.html" in report
+    # Training read the published splits as integer arrays (item_idx, training order), not
+    # through a frame of string ids.
+    for split in ("train", "test"):
+        pattern = rf"gru4rec.data: {split}: \d+ sessions, \d+ events read as integer arrays"
+        assert re.search(pattern, nightly["first"].stdout), split
     # Training sampled its negatives from the published popularity table, with its alpha.
     candidate = json.loads((L(lake).model_run(D1) / "promotion.json").read_text())["candidate"]
     metrics = json.loads((L(lake).model_named(candidate) / "metrics.json").read_text())
