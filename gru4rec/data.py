@@ -196,7 +196,8 @@ def item_counts(path: str | Path) -> pd.Series:
 
 
 def _read_pipeline_parquet(path: Path) -> pd.DataFrame:
-    """A split from `datasets/run=D/<split>`: session_id, item_id, ts, seq."""
+    """A split from `datasets/run=D/<split>` through a frame: session_id, item_id, ts, seq
+    (`read_compact` reads one written in training order without a frame)."""
     table = _read_parquet(path, PARQUET_COLUMNS + ("seq",))
     frame = table.to_pandas()
     ts = frame["ts"]
