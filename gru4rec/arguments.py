@@ -189,7 +189,11 @@ def _score(sub, fmt) -> None:
     s.add_argument("--device", default=AUTO_DEVICE, help="cpu, cuda, cuda:N or auto")
     s.add_argument("--batch-size", type=int, default=2048, help="sessions per batch")
     s.add_argument(
-        "--max-sessions", type=int, default=200_000, help="sessions read into memory at once"
+        "--max-events",
+        type=int,
+        default=1_000_000,
+        help="events read into memory at once: the day is scored in ranges of session_id of "
+        "about this many events",
     )
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")

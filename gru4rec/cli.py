@@ -431,7 +431,7 @@ def cmd_score(args) -> int:
         exclude_seen=args.exclude_seen,
         device=args.device,
         batch_size=args.batch_size,
-        max_sessions=args.max_sessions,
+        max_events=args.max_events,
         context_path=args.context,
     )
     print(json.dumps(summary, indent=2, default=str))

@@ -10,8 +10,9 @@ k other items exist). A catalogue with fewer than k items gives that many rows p
 
 Output schema (sorted by session_id, then rank): session_id string, user_id string, rank int32,
 item_id string, score float32, strategy string, model_version string, generated_at timestamp
-(UTC, us). Sessions are processed in batches on the model's device and each batch is appended
-to the Parquet file as it is computed, so memory is bounded by the batch, not the day.
+(UTC, us). The day is scored in ranges of session_id of about `max_events` events (spilled to
+temporary Arrow files in one pass), each range in batches on the model's device, and each batch
+is appended to the Parquet file as it is computed: memory is bounded by a range, not the day.
 
 Sessions Parquet in, recommendations Parquet out: validating and publishing the table is the
 pipeline's business (`jobs/nightly/`), not the model's.
@@ -23,6 +24,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,43 +75,129 @@ def open_sessions(path: str | Path):
     return open_parquet(path, SESSION_COLUMNS, "run the sessionize job for this day first")
 
 
-def session_ids(dataset) -> np.ndarray:
-    """The day's distinct session ids, sorted (one pass over the session_id column only)."""
-    import pyarrow.compute as pc
-
-    ids = pc.unique(dataset.to_table(columns=["session_id"])["session_id"].cast(pa.string()))
-    ids = np.sort(ids.to_numpy(zero_copy_only=False).astype(object))
-    if len(ids) == 0:
-        raise NoInputError("no sessions for this day")
-    return ids
+MAX_BUCKETS = 256
+SAMPLE_PER_BUCKET = 256
+BATCH_ROWS = 65_536
 
 
-def iter_session_chunks(
-    dataset, ids: np.ndarray, max_sessions: int = 200_000, context=None
-) -> Iterator[pd.DataFrame]:
-    """The day's events, `max_sessions` whole sessions at a time, in session_id order.
+def _files(dataset) -> list[str]:
+    return sorted(dataset.files)
 
-    Each chunk is one filtered scan (session_id in [lo, hi)), so memory holds one chunk of
-    events, never the whole day. With `context` (an earlier day's sessions), a session that
-    continues from it (its first position here is not 0) gets its earlier events prepended.
+
+def _batches(dataset, columns) -> Iterator[pa.RecordBatch]:
+    """The day's rows, file by file in path order, cast to one schema (deterministic order)."""
+    schema = pa.schema([dataset.schema.field(c) for c in columns])
+    for path in _files(dataset):
+        for batch in pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(columns)):
+            yield batch if batch.schema == schema else batch.cast(schema)
+
+
+def bucket_bounds(dataset, max_events: int, max_buckets: int = MAX_BUCKETS) -> list[str]:
+    """Session ids that split the day into ranges of about `max_events` events each.
+
+    The bounds are quantiles of a systematic sample of the session_id column (one pass over
+    that column only), so a range holds about as many events as any other; every event of a
+    session falls in the same range. At most `max_buckets` ranges: beyond that the ranges are
+    larger than asked (logged). Empty when the day fits in one range.
     """
     import pyarrow.compute as pc
 
-    field = pc.field("session_id")
-    for a in range(0, len(ids), max_sessions):
-        cond = field >= ids[a]
-        if a + max_sessions < len(ids):
-            cond = cond & (field < ids[a + max_sessions])
-        chunk = dataset.to_table(columns=list(SESSION_COLUMNS), filter=cond).to_pandas()
-        if context is not None:
-            first_seq = chunk.groupby("session_id", sort=False)["seq"].min()
-            continued = first_seq.index[first_seq.to_numpy() > 0].astype(str).tolist()
-            if continued:
-                earlier = context.to_table(
-                    columns=list(SESSION_COLUMNS), filter=field.isin(continued)
-                ).to_pandas()
-                chunk = pd.concat([earlier, chunk], ignore_index=True)
-        yield chunk
+    total = dataset.count_rows()
+    if total == 0:
+        raise NoInputError("no sessions for this day")
+    wanted = -(-total // max_events)
+    n = min(wanted, max_buckets)
+    if n < wanted:
+        log.warning(
+            "scoring %d events in %d ranges of ~%d events (max_events %d would need %d)",
+            total,
+            n,
+            -(-total // n),
+            max_events,
+            wanted,
+        )
+    if n <= 1:
+        return []
+    step = max(1, total // (n * SAMPLE_PER_BUCKET))
+    picked, at = [], 0
+    for batch in _batches(dataset, ["session_id"]):
+        rows = np.arange((-at) % step, batch.num_rows, step)
+        picked.append(batch.column(0).take(pa.array(rows)).cast(pa.string()))
+        at += batch.num_rows
+    sample = pa.concat_arrays(picked)
+    sample = sample.take(pc.sort_indices(sample)).to_pylist()
+    bounds = {sample[len(sample) * i // n] for i in range(1, n)}
+    return sorted(bounds - {sample[0]})
+
+
+def _bucket_of(ids: pa.Array, bounds: list[str]) -> np.ndarray:
+    """Index of each id's range: how many bounds are <= it (bytewise, as Arrow compares)."""
+    import pyarrow.compute as pc
+
+    out = np.zeros(len(ids), dtype=np.int32)
+    for bound in bounds:
+        out += pc.greater_equal(ids, pa.scalar(bound, pa.string())).to_numpy(zero_copy_only=False)
+    return out
+
+
+def iter_session_chunks(
+    dataset, work_dir: Path, max_events: int = 1_000_000, context=None
+) -> Iterator[pd.DataFrame]:
+    """The day's events as DataFrames of whole sessions, ranges of session_id in order.
+
+    One pass writes each event to its range's temporary Arrow file under `work_dir` (bounds
+    from `bucket_bounds`); each range is then read back, handed out and deleted. Memory holds
+    one range (about `max_events` events), never the whole day, and the day is read twice
+    (its session_id column, then every column), whatever its size. With `context` (an earlier
+    day's sessions), a session that continues from it (its first position here is not 0) gets
+    its earlier events prepended.
+    """
+    columns = list(SESSION_COLUMNS)
+    bounds = bucket_bounds(dataset, max_events)
+    if not bounds:
+        yield _with_context(dataset.to_table(columns=columns).to_pandas(), context)
+        return
+    schema = pa.schema([dataset.schema.field(c) for c in columns])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths = [work_dir / f"range-{i:05d}.arrow" for i in range(len(bounds) + 1)]
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    try:
+        for batch in _batches(dataset, columns):
+            bucket = _bucket_of(batch.column(0), bounds)
+            counts = np.bincount(bucket, minlength=len(paths))
+            ends = np.cumsum(counts)
+            batch = batch.take(pa.array(np.argsort(bucket, kind="stable")))
+            for i in np.flatnonzero(counts).tolist():
+                if i not in writers:
+                    writers[i] = pa.ipc.new_file(paths[i], schema, options=options)
+                writers[i].write_batch(batch.slice(int(ends[i] - counts[i]), int(counts[i])))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    for i, path in enumerate(paths):
+        if i not in writers:
+            continue
+        with pa.memory_map(str(path)) as source:
+            chunk = pa.ipc.open_file(source).read_all().to_pandas()
+        path.unlink()
+        yield _with_context(chunk, context)
+
+
+def _with_context(chunk: pd.DataFrame, context) -> pd.DataFrame:
+    """`chunk` with the earlier events of its sessions that continue from `context`."""
+    import pyarrow.compute as pc
+
+    if context is None:
+        return chunk
+    first_seq = chunk.groupby("session_id", sort=False)["seq"].min()
+    continued = first_seq.index[first_seq.to_numpy() > 0].astype(str).tolist()
+    if not continued:
+        return chunk
+    earlier = context.to_table(
+        columns=list(SESSION_COLUMNS), filter=pc.field("session_id").isin(continued)
+    ).to_pandas()
+    return pd.concat([earlier, chunk], ignore_index=True)
 
 
 class Scorer:
@@ -252,7 +340,7 @@ def score_sessions(
     device: str = AUTO_DEVICE,
     batch_size: int = 2048,
     generated_at: dt.datetime | None = None,
-    max_sessions: int = 200_000,
+    max_events: int = 1_000_000,
     context_path: str | Path | None = None,
 ) -> dict:
     """Score every session under `sessions_path` into the new directory `out_dir`.
@@ -268,22 +356,25 @@ def score_sessions(
     from gru4rec.train import resolve_device
 
     out_dir = Path(out_dir)
-    if max_sessions < 1:
-        raise ConfigError(f"max_sessions: expected an integer >= 1, found {max_sessions}")
+    if max_events < 1:
+        raise ConfigError(f"max_events: expected an integer >= 1, found {max_events}")
     if out_dir.exists():
         raise ConfigError(f"--out: expected a new directory, found existing {out_dir}")
     loaded = ckpt.Checkpoint(checkpoint_path)
     model = loaded.model(resolve_device(device))
     version = model_version(loaded)
     dataset = open_sessions(sessions_path)
-    day_ids = session_ids(dataset)
     scorer = Scorer(model, loaded.item_map, version, k, exclude_seen, batch_size)
     with RunDir(out_dir) as stage:
         context = None
         if context_path is not None and Path(context_path).exists():
             context = open_sessions(context_path)
-        chunks = iter_session_chunks(dataset, day_ids, max_sessions, context)
-        stats = scorer.write(chunks, stage / PART, generated_at or dt.datetime.now(dt.UTC))
+        work = stage / "_ranges"  # temporary, removed before the version is complete
+        try:
+            chunks = iter_session_chunks(dataset, work, max_events, context)
+            stats = scorer.write(chunks, stage / PART, generated_at or dt.datetime.now(dt.UTC))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         summary = {
             **dataclasses.asdict(stats),
             "k": scorer.k,

@@ -30,12 +30,64 @@ def read_column(path: str | Path, column: str, what: str) -> np.ndarray:
     return table[column].to_numpy(zero_copy_only=False).astype(str).astype(object)
 
 
-def day_session_ids(sessions_path: str | Path) -> np.ndarray:
-    """The distinct session ids of one day of sessions, sorted."""
-    ids = np.unique(read_column(sessions_path, "session_id", "sessions"))
-    if len(ids) == 0:
-        raise NoInputError(f"no sessions in {sessions_path}")
-    return ids
+def string_hashes(values) -> np.ndarray:
+    """64-bit hashes (pandas' SipHash) of strings, for set checks that do not hold the strings."""
+    values = np.asarray(values, dtype=object)
+    return pd.util.hash_array(values, categorize=False).astype(np.uint64)
+
+
+class SessionSet:
+    """A day's distinct session ids as sorted 64-bit hashes: 8 bytes per session, not a Python
+    string, so ten million sessions take 80 MB. Membership is by hash: two of the day's ids
+    sharing a hash (odds ~n^2/2^65, about 3e-6 at 10^7 sessions) shrink the count and fail the
+    gate's count check (a false alarm); a wrong table passes only if a session it lacks and one
+    it should not have share a hash (odds 2^-64 per such pair)."""
+
+    def __init__(self, hashes: np.ndarray, owned: bool = False) -> None:
+        """`owned`: `hashes` is a uint64 array nobody else holds, sorted in place (no copy)."""
+        if not (owned and isinstance(hashes, np.ndarray) and hashes.dtype == np.uint64):
+            hashes = np.array(hashes, dtype=np.uint64)
+        hashes.sort()
+        keep = np.ones(len(hashes), dtype=bool)
+        np.not_equal(hashes[1:], hashes[:-1], out=keep[1:])
+        n = int(keep.sum())
+        hashes[:n] = hashes[keep]
+        self.hashes = hashes[:n].copy() if n < len(hashes) // 2 else hashes[:n]
+
+    @classmethod
+    def of(cls, ids) -> SessionSet:
+        return ids if isinstance(ids, SessionSet) else cls(string_hashes(ids))
+
+    @classmethod
+    def from_sessions(cls, sessions_path: str | Path, batch_rows: int = 65_536) -> SessionSet:
+        """One day's session ids, read column-only, file by file in batches, with no read-ahead
+        (memory: the hashes, not the day)."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+        import pyarrow.parquet as pq
+
+        if not Path(sessions_path).exists():
+            raise NoInputError(f"no sessions at {sessions_path}")
+        files = sorted(pads.dataset(str(sessions_path), format="parquet").files)
+        parts = []  # each batch's distinct ids, hashed: about one hash per session in all
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=["session_id"]):
+                ids = pc.unique(batch.column(0).cast("string")).to_numpy(zero_copy_only=False)
+                parts.append(string_hashes(ids))
+        hashes = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        del parts
+        found = cls(hashes, owned=True)
+        if len(found) == 0:
+            raise NoInputError(f"no sessions in {sessions_path}")
+        return found
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def contains(self, ids) -> np.ndarray:
+        h = string_hashes(ids)
+        at = np.minimum(np.searchsorted(self.hashes, h), max(len(self.hashes) - 1, 0))
+        return (self.hashes[at] == h) if len(self.hashes) else np.zeros(len(h), bool)
 
 
 def model_item_ids(model_dir: str | Path) -> np.ndarray:
@@ -43,9 +95,11 @@ def model_item_ids(model_dir: str | Path) -> np.ndarray:
     return read_column(Path(model_dir) / C.MODEL_ITEMS_FILE, "item_id", "model item table")
 
 
-def check_table(path: Path, expected_sessions: np.ndarray, item_ids, k: int) -> dict:
-    """The contract, streamed: k consecutive rows per session with ranks 1..k, every session
-    of the day exactly once, items of the model's index, non-increasing scores, no nulls.
+def check_table(path: Path, expected_sessions, item_ids, k: int) -> dict:
+    """The contract, streamed: k consecutive rows per session with ranks 1..k, sessions in
+    increasing session_id order (so each at most once), every session of the day
+    (`expected_sessions`: ids or a SessionSet) exactly once, items of the model's index,
+    non-increasing scores, no nulls. Memory: one row group, plus the day's SessionSet.
 
     Returns counts; raises QualityGateError naming the first rule broken.
     """
@@ -55,9 +109,10 @@ def check_table(path: Path, expected_sessions: np.ndarray, item_ids, k: int) -> 
         return QualityGateError(f"recommendations contract: {what}")
 
     item_ids = set(item_ids)
+    day = SessionSet.of(expected_sessions)
     pf = pq.ParquetFile(path)
-    seen: list[np.ndarray] = []
-    rows = 0
+    rows = sessions = 0
+    last = None
     for g in range(pf.num_row_groups):
         t = pf.read_row_group(g).to_pandas()
         rows += len(t)
@@ -81,14 +136,25 @@ def check_table(path: Path, expected_sessions: np.ndarray, item_ids, k: int) -> 
                 f"expected items of the model's index, found {len(unknown)} others "
                 f"(e.g. {sorted(unknown)[:3]})"
             )
-        seen.append(sess[:, 0])
-    got = np.concatenate(seen) if seen else np.array([], dtype=object)
-    if len(np.unique(got)) != len(got):
-        raise broken("expected each session once, found a session in several places")
-    want = np.unique(np.asarray(expected_sessions, dtype=object).astype(str))
-    if len(got) != len(want) or not np.array_equal(np.sort(got.astype(str)), want):
-        raise broken(f"expected every session of the day ({len(want)}), found {len(got)} scored")
-    return {"rows": rows, "sessions": int(len(got)), "k": k}
+        firsts = sess[:, 0]
+        if len(firsts) and (
+            (last is not None and not firsts[0] > last) or not (firsts[1:] > firsts[:-1]).all()
+        ):
+            raise broken(
+                "expected each session once, in increasing session_id order, found a session "
+                "out of order or in several places"
+            )
+        outside = ~day.contains(firsts)
+        if outside.any():
+            raise broken(
+                f"expected only sessions of the day, found {int(outside.sum())} others "
+                f"(e.g. {sorted(firsts[outside])[:3]})"
+            )
+        sessions += len(firsts)
+        last = firsts[-1] if len(firsts) else last
+    if sessions != len(day):
+        raise broken(f"expected every session of the day ({len(day)}), found {sessions} scored")
+    return {"rows": rows, "sessions": sessions, "k": k}
 
 
 def validate_scored(
@@ -104,7 +170,7 @@ def validate_scored(
     if not summary_path.exists():
         raise NoInputError(f"{scored_dir} is not a scored table: expected {summary_path}")
     k = int(json.loads(summary_path.read_text())["k"])
-    item_ids, day_ids = model_item_ids(model_dir), day_session_ids(sessions_path)
+    item_ids, day_ids = model_item_ids(model_dir), SessionSet.from_sessions(sessions_path)
     counts = check_table(scored_dir / C.SCORED_PART, day_ids, item_ids, k)
     gx = validate_recommendations_file(
         scored_dir / C.SCORED_PART, day_ids, item_ids, k, store=store
@@ -115,9 +181,10 @@ def validate_scored(
 
 
 def recommendations_frame(table: pd.DataFrame, day_sessions, item_ids: np.ndarray) -> pd.DataFrame:
-    """The scored table with the derived columns of `recommendations_suite`."""
+    """The scored table with the derived columns of `recommendations_suite` (`day_sessions`:
+    ids or a SessionSet)."""
     df = table.sort_values(["session_id", "rank"], kind="stable").reset_index(drop=True)
-    df["_session_in_day"] = df["session_id"].isin(pd.Index(day_sessions))
+    df["_session_in_day"] = SessionSet.of(day_sessions).contains(df["session_id"].to_numpy())
     df["_item_in_index"] = df["item_id"].isin(pd.Index(item_ids))
     nxt = df.groupby("session_id", sort=False)["score"].shift(-1)
     df["_score_drop"] = (df["score"] - nxt).fillna(0.0).astype("float64")
@@ -142,7 +209,7 @@ def validate_recommendations_file(
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    day_index = pd.Index(np.asarray(day_sessions, dtype=object))
+    day_index = SessionSet.of(day_sessions)
     results, failed, success = [], [], True
     pending: list[pd.DataFrame] = []
     rows = 0
@@ -190,6 +257,6 @@ def validate_recommendations(
     "result": GX JSON}. `n_sessions`: sessions the table must hold (default: all of
     `day_sessions`)."""
     if n_sessions is None:
-        n_sessions = len(pd.unique(np.asarray(day_sessions, dtype=object)))
+        n_sessions = len(SessionSet.of(day_sessions))
     frame = recommendations_frame(table, day_sessions, item_ids)
     return validate_ephemeral(lambda: recommendations_suite(k, n_sessions), frame)

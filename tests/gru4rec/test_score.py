@@ -120,7 +120,7 @@ def test_chunked_input_gives_the_same_table(setup, tmp_path):
     pq.write_table(pa.Table.from_pandas(frame.iloc[:2], preserve_index=False), split / "a.parquet")
     pq.write_table(pa.Table.from_pandas(frame.iloc[2:], preserve_index=False), split / "b.parquet")
     score_sessions(path, sessions, out, generated_at=WHEN)
-    score_sessions(path, split, tmp_path / "chunked", generated_at=WHEN, max_sessions=1)
+    score_sessions(path, split, tmp_path / "chunked", generated_at=WHEN, max_events=1)
     whole = pd.read_parquet(out / PART)
     chunked = pd.read_parquet(tmp_path / "chunked" / PART)
     pd.testing.assert_frame_equal(whole, chunked)
@@ -152,3 +152,41 @@ def test_a_session_continuing_from_the_day_before_is_scored_after_all_its_events
     alone = pd.read_parquet(tmp_path / "alone" / PART)
     s2 = alone[alone.session_id == "s2"]
     assert s2.item_id.tolist() == [f"it{i}" for i in expected_top(model, [3, 7], 20)[0]]
+
+
+def test_a_day_scored_in_ranges_equals_the_day_scored_whole(setup, tmp_path):
+    """A day larger than `max_events` is spilled to ranges of session_id and scored range by
+    range: the table is the same, in session_id order, and no temporary file is left."""
+    from gru4rec.score import bucket_bounds, iter_session_chunks, open_sessions
+
+    path, *_ = setup
+    rng = np.random.default_rng(3)
+    n = 600
+    ids = [f"s{'é' * (i % 3)}{rng.integers(10**9)}-{i}" for i in range(n)]  # varied, non-ASCII
+    rows = [
+        (ids[s], f"u{s % 50}", f"it{rng.integers(45)}", s * 100 + e)  # it40..44 unknown
+        for s in rng.permutation(n)
+        for e in range(int(rng.integers(1, 8)))
+    ]
+    frame = pd.read_parquet(write_sessions(tmp_path / "one", rows))
+    day = tmp_path / "day"
+    day.mkdir()
+    for f, part in enumerate(np.array_split(np.arange(len(frame)), 3)):  # sessions straddle files
+        pq.write_table(pa.Table.from_pandas(frame.iloc[part], preserve_index=False),
+                       day / f"part-{f}.parquet")  # fmt: skip
+    max_events = len(frame) // 8
+    dataset = open_sessions(day)
+    assert len(bucket_bounds(dataset, max_events)) >= 6
+    chunks = list(iter_session_chunks(dataset, tmp_path / "work", max_events))
+    assert len(chunks) >= 7 and not list((tmp_path / "work").iterdir())
+    assert max(len(c) for c in chunks) < 2 * max_events
+    in_chunks = [set(c.session_id) for c in chunks]
+    assert sum(len(s) for s in in_chunks) == n  # each session whole in exactly one range
+    assert all(max(a) < min(b) for a, b in zip(in_chunks[:-1], in_chunks[1:], strict=True))
+    score_sessions(path, day, tmp_path / "whole", generated_at=WHEN)
+    score_sessions(path, day, tmp_path / "ranges", generated_at=WHEN, max_events=max_events)
+    whole = pd.read_parquet(tmp_path / "whole" / PART)
+    ranged = pd.read_parquet(tmp_path / "ranges" / PART)
+    pd.testing.assert_frame_equal(whole, ranged)
+    assert ranged.session_id.is_monotonic_increasing and ranged.session_id.nunique() == n
+    assert sorted(p.name for p in (tmp_path / "ranges").iterdir()) == sorted([PART, SUMMARY])

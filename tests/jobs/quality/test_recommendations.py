@@ -93,3 +93,29 @@ def test_validate_scored_reads_the_model_items_and_the_day_from_files(scored, tm
     items[items.item_id != "it0"].to_parquet(model_dir / "items.parquet", index=False)
     with pytest.raises(QualityGateError, match="items of the model's index"):
         validate_scored(out, model_dir, sessions)
+
+
+def test_contract_check_catches_order_duplicates_and_strangers(scored, tmp_path):
+    """Sessions out of order, a session twice, a session not of the day: each named."""
+    from jobs.quality.recommendations import SessionSet
+
+    out, _, sessions, ids = scored
+    table = pq.read_table(out / PART)
+
+    def check(t):
+        bad = tmp_path / "bad.parquet"
+        pq.write_table(t, bad, row_group_size=20)
+        return check_table(bad, SessionSet.from_sessions(sessions, batch_rows=2), ids, 20)
+
+    assert check(table)["sessions"] == 3
+    reordered = pa.concat_tables([table.slice(20), table.slice(0, 20)])
+    with pytest.raises(QualityGateError, match="increasing session_id order"):
+        check(reordered)
+    twice = pa.concat_tables([table.slice(0, 40), table.slice(20, 20)])
+    with pytest.raises(QualityGateError, match="several places"):
+        check(twice)
+    renamed = table.set_column(0, "session_id", pa.array(["s1"] * 20 + ["s2"] * 20 + ["s9"] * 20))
+    with pytest.raises(QualityGateError, match=r"only sessions of the day, found 1 others"):
+        check(renamed)
+    with pytest.raises(QualityGateError, match=r"every session of the day \(3\), found 2"):
+        check(table.slice(0, 40))
