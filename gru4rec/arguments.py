@@ -195,6 +195,12 @@ def _score(sub, fmt) -> None:
         help="events read into memory at once: the day is scored in ranges of session_id of "
         "about this many events",
     )
+    s.add_argument(
+        "--spill-dir",
+        default=None,
+        help="where a day larger than --max-events is spilled while it is scored (a copy of "
+        "the day, removed at the end); default: the system's temporary directory (TMPDIR)",
+    )
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -432,6 +434,7 @@ def cmd_score(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         max_events=args.max_events,
+        spill_parent=args.spill_dir,
         context_path=args.context,
     )
     print(json.dumps(summary, indent=2, default=str))
@@ -453,6 +456,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if on_main else None
+    if on_main:
+        # SIGTERM (a timeout, a stopped task) unwinds like an exception: staging directories
+        # and spilled files are removed on the way out
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return COMMANDS[args.command](args)
     except Gru4RecError as exc:
@@ -461,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as exc:
         log.error("training diverged: %s", exc)
         return 3
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,10 +20,12 @@ pipeline's business (`jobs/nightly/`), not the model's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -78,18 +80,49 @@ def open_sessions(path: str | Path):
 MAX_BUCKETS = 256
 SAMPLE_PER_BUCKET = 256
 BATCH_ROWS = 65_536
+SPILL_PREFIX = "gru4rec-score-"
+STALE_SPILL_S = 3600
 
 
-def _files(dataset) -> list[str]:
-    return sorted(dataset.files)
+def read_schema(dataset) -> pa.Schema:
+    """The types scoring reads every file as: ids as plain strings (dictionaries decoded,
+    integers spelled out, so every reader orders them alike), `ts` as UTC microseconds (or
+    int64 when the files hold integer times), `seq` as int64."""
+    ts = dataset.schema.field("ts").type
+    if pa.types.is_timestamp(ts):
+        ts = pa.timestamp("us", tz="UTC")
+    elif pa.types.is_integer(ts):
+        ts = pa.int64()
+    else:
+        raise SchemaError(f"sessions: expected ts as a timestamp or an integer, found {ts}")
+    strings = [(c, pa.string()) for c in ("session_id", "user_id", "item_id")]
+    return pa.schema([*strings, ("ts", ts), ("seq", pa.int64())])
 
 
-def _batches(dataset, columns) -> Iterator[pa.RecordBatch]:
-    """The day's rows, file by file in path order, cast to one schema (deterministic order)."""
-    schema = pa.schema([dataset.schema.field(c) for c in columns])
-    for path in _files(dataset):
-        for batch in pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=list(columns)):
-            yield batch if batch.schema == schema else batch.cast(schema)
+def _batches(dataset, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The day's rows as `schema`, file by file in path order, one batch at a time, with no
+    read-ahead (memory: a batch). A file without a column, or with a null session_id, is an
+    error naming the file."""
+    for path in sorted(dataset.files):
+        pf = pq.ParquetFile(path)
+        missing = [c for c in schema.names if c not in pf.schema_arrow.names]
+        if missing:
+            raise SchemaError(f"{path}: expected columns {', '.join(schema.names)}, "
+                              f"found {', '.join(pf.schema_arrow.names)}")  # fmt: skip
+        for batch in pf.iter_batches(BATCH_ROWS, columns=schema.names):
+            try:
+                batch = pa.RecordBatch.from_arrays(
+                    [batch.column(c).cast(schema.field(c).type, safe=False) for c in schema.names],
+                    schema=schema,
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(f"{path}: expected columns as {schema}, found {exc}") from None
+            if batch.column(0).null_count:
+                raise SchemaError(
+                    f"{path}: expected a session_id on every event, found "
+                    f"{batch.column(0).null_count} null"
+                )
+            yield batch
 
 
 def bucket_bounds(dataset, max_events: int, max_buckets: int = MAX_BUCKETS) -> list[str]:
@@ -110,20 +143,17 @@ def bucket_bounds(dataset, max_events: int, max_buckets: int = MAX_BUCKETS) -> l
     if n < wanted:
         log.warning(
             "scoring %d events in %d ranges of ~%d events (max_events %d would need %d)",
-            total,
-            n,
-            -(-total // n),
-            max_events,
-            wanted,
-        )
+            total, n, -(-total // n), max_events, wanted,
+        )  # fmt: skip
     if n <= 1:
         return []
     step = max(1, total // (n * SAMPLE_PER_BUCKET))
     picked, at = [], 0
-    for batch in _batches(dataset, ["session_id"]):
-        rows = np.arange((-at) % step, batch.num_rows, step)
-        picked.append(batch.column(0).take(pa.array(rows)).cast(pa.string()))
-        at += batch.num_rows
+    for path in sorted(dataset.files):
+        for batch in pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=["session_id"]):
+            rows = np.arange((-at) % step, batch.num_rows, step)
+            picked.append(batch.column(0).take(pa.array(rows)).cast(pa.string()).drop_null())
+            at += batch.num_rows
     sample = pa.concat_arrays(picked)
     sample = sample.take(pc.sort_indices(sample)).to_pylist()
     bounds = {sample[len(sample) * i // n] for i in range(1, n)}
@@ -131,39 +161,27 @@ def bucket_bounds(dataset, max_events: int, max_buckets: int = MAX_BUCKETS) -> l
 
 
 def _bucket_of(ids: pa.Array, bounds: list[str]) -> np.ndarray:
-    """Index of each id's range: how many bounds are <= it (bytewise, as Arrow compares)."""
+    """Index of each id's range: how many bounds are <= it (in code point order, which is
+    UTF-8's byte order: Arrow, pandas and Python order these strings alike)."""
     import pyarrow.compute as pc
 
+    if len(bounds) > 32:  # a binary search beats one vectorised comparison per bound
+        found = np.searchsorted(
+            np.array(bounds, dtype=object), ids.to_numpy(zero_copy_only=False), side="right"
+        )
+        return found.astype(np.int32)
     out = np.zeros(len(ids), dtype=np.int32)
     for bound in bounds:
         out += pc.greater_equal(ids, pa.scalar(bound, pa.string())).to_numpy(zero_copy_only=False)
     return out
 
 
-def iter_session_chunks(
-    dataset, work_dir: Path, max_events: int = 1_000_000, context=None
-) -> Iterator[pd.DataFrame]:
-    """The day's events as DataFrames of whole sessions, ranges of session_id in order.
-
-    One pass writes each event to its range's temporary Arrow file under `work_dir` (bounds
-    from `bucket_bounds`); each range is then read back, handed out and deleted. Memory holds
-    one range (about `max_events` events), never the whole day, and the day is read twice
-    (its session_id column, then every column), whatever its size. With `context` (an earlier
-    day's sessions), a session that continues from it (its first position here is not 0) gets
-    its earlier events prepended.
-    """
-    columns = list(SESSION_COLUMNS)
-    bounds = bucket_bounds(dataset, max_events)
-    if not bounds:
-        yield _with_context(dataset.to_table(columns=columns).to_pandas(), context)
-        return
-    schema = pa.schema([dataset.schema.field(c) for c in columns])
-    work_dir.mkdir(parents=True, exist_ok=True)
-    paths = [work_dir / f"range-{i:05d}.arrow" for i in range(len(bounds) + 1)]
+def _spill(batches, bounds: list[str], paths: list[Path], schema: pa.Schema) -> set[int]:
+    """Write each row of `batches` to its range's Arrow file; the ranges written."""
     options = pa.ipc.IpcWriteOptions(compression="lz4")
     writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     try:
-        for batch in _batches(dataset, columns):
+        for batch in batches:
             bucket = _bucket_of(batch.column(0), bounds)
             counts = np.bincount(bucket, minlength=len(paths))
             ends = np.cumsum(counts)
@@ -175,28 +193,100 @@ def iter_session_chunks(
     finally:
         for writer in writers.values():
             writer.close()
-    for i, path in enumerate(paths):
-        if i not in writers:
+    return set(writers)
+
+
+def _read_spilled(path: Path) -> pd.DataFrame:
+    with pa.memory_map(str(path)) as source:
+        frame = pa.ipc.open_file(source).read_all().to_pandas()
+    path.unlink()
+    return frame
+
+
+def spill_dir(parent: str | Path | None = None) -> Path:
+    """A new private directory for one run's spilled ranges under `parent` (default: the
+    system's temporary directory, TMPDIR). Directories of runs whose process is gone and
+    that nobody touched for an hour (a killed run) are removed on the way."""
+    import tempfile
+
+    root = Path(parent or tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{SPILL_PREFIX}*"):
+        try:
+            pid = int(old.name[len(SPILL_PREFIX) :].split("-")[0])
+            stale = time.time() - old.stat().st_mtime > STALE_SPILL_S
+        except (ValueError, OSError):
             continue
-        with pa.memory_map(str(path)) as source:
-            chunk = pa.ipc.open_file(source).read_all().to_pandas()
-        path.unlink()
-        yield _with_context(chunk, context)
+        if stale and not _alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=root))
 
 
-def _with_context(chunk: pd.DataFrame, context) -> pd.DataFrame:
-    """`chunk` with the earlier events of its sessions that continue from `context`."""
-    import pyarrow.compute as pc
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    if context is None:
+
+def iter_session_chunks(
+    dataset, max_events: int = 1_000_000, context=None, spill_parent: str | Path | None = None
+) -> Iterator[pd.DataFrame]:
+    """The day's events as DataFrames of whole sessions, ranges of session_id in order.
+
+    One pass writes each event to its range's temporary Arrow file in a private directory
+    under `spill_parent` (`spill_dir`; bounds from `bucket_bounds`); each range is then read
+    back, handed out and deleted, and the directory is removed when the generator finishes or
+    is closed. A day that fits in one range is read directly, with nothing spilled. Memory holds
+    one range (about `max_events` events), never the whole day; the day is read twice (its
+    session_id column, then every column) whatever its size. With `context` (an earlier day's
+    sessions), a session that continues from it (its first position here is not 0) gets its
+    earlier events prepended; the earlier day is spilled to the same ranges in one pass.
+    """
+    schema = read_schema(dataset)
+    bounds = bucket_bounds(dataset, max_events)
+    if not bounds:
+        day = pa.Table.from_batches(list(_batches(dataset, schema)), schema).to_pandas()
+        earlier = None
+        if context is not None:  # only the continued sessions' events, read batch by batch
+            import pyarrow.compute as pc
+
+            ids = pa.array(day["session_id"].unique(), pa.string())
+            kept = [b.filter(pc.is_in(b.column(0), value_set=ids))
+                    for b in _batches(context, schema)]  # fmt: skip
+            earlier = pa.Table.from_batches(kept, schema).to_pandas()
+        yield _with_context(day, earlier)
+        return
+    work_dir = spill_dir(spill_parent)
+    try:
+        n = len(bounds) + 1
+        paths = [work_dir / f"range-{i:05d}.arrow" for i in range(n)]
+        written = _spill(_batches(dataset, schema), bounds, paths, schema)
+        context_paths = [work_dir / f"context-{i:05d}.arrow" for i in range(n)]
+        in_context = set()
+        if context is not None:
+            in_context = _spill(_batches(context, schema), bounds, context_paths, schema)
+        for i in range(n):
+            earlier = _read_spilled(context_paths[i]) if i in in_context else None
+            if i in written:
+                yield _with_context(_read_spilled(paths[i]), earlier)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _with_context(chunk: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
+    """`chunk` with the events in `earlier` (an earlier day) of its sessions that continue
+    from it (their first position in `chunk` is not 0)."""
+    if earlier is None or earlier.empty:
         return chunk
     first_seq = chunk.groupby("session_id", sort=False)["seq"].min()
-    continued = first_seq.index[first_seq.to_numpy() > 0].astype(str).tolist()
-    if not continued:
+    continued = first_seq.index[first_seq.to_numpy() > 0]
+    if len(continued) == 0:
         return chunk
-    earlier = context.to_table(
-        columns=list(SESSION_COLUMNS), filter=pc.field("session_id").isin(continued)
-    ).to_pandas()
+    earlier = earlier[earlier["session_id"].isin(continued)]
     return pd.concat([earlier, chunk], ignore_index=True)
 
 
@@ -316,7 +406,7 @@ class Scorer:
         t0 = time.perf_counter()
         with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
             for table in self.batches(sessions, generated_at):
-                writer.write_table(table)
+                writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
 
@@ -342,6 +432,7 @@ def score_sessions(
     generated_at: dt.datetime | None = None,
     max_events: int = 1_000_000,
     context_path: str | Path | None = None,
+    spill_parent: str | Path | None = None,
 ) -> dict:
     """Score every session under `sessions_path` into the new directory `out_dir`.
 
@@ -369,12 +460,10 @@ def score_sessions(
         context = None
         if context_path is not None and Path(context_path).exists():
             context = open_sessions(context_path)
-        work = stage / "_ranges"  # temporary, removed before the version is complete
-        try:
-            chunks = iter_session_chunks(dataset, work, max_events, context)
+        # a spill, if any, goes under spill_parent, never into the version being written
+        chunks = iter_session_chunks(dataset, max_events, context, spill_parent)
+        with contextlib.closing(chunks):
             stats = scorer.write(chunks, stage / PART, generated_at or dt.datetime.now(dt.UTC))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         summary = {
             **dataclasses.asdict(stats),
             "k": scorer.k,
@@ -382,6 +471,7 @@ def score_sessions(
             "model": str(loaded.path),
             "sessions_path": str(sessions_path),
             "context_path": str(context_path) if context is not None else None,
+            "max_events": max_events,
         }
         (stage / SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("scored %s into %s: %s", sessions_path, out_dir, summary)

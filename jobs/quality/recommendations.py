@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.common import contracts as C
-from jobs.common.errors import NoInputError
+from jobs.common.errors import NoInputError, SchemaError
 from jobs.quality.store import QualityGateError, QualityStore, validate_ephemeral
 from jobs.quality.suites import recommendations_suite
 
@@ -72,6 +72,11 @@ class SessionSet:
         parts = []  # each batch's distinct ids, hashed: about one hash per session in all
         for path in files:
             for batch in pq.ParquetFile(path).iter_batches(batch_rows, columns=["session_id"]):
+                if batch.column(0).null_count:  # None would hash like the string "None"
+                    raise SchemaError(
+                        f"{path}: expected a session_id on every event, found "
+                        f"{batch.column(0).null_count} null"
+                    )
                 ids = pc.unique(batch.column(0).cast("string")).to_numpy(zero_copy_only=False)
                 parts.append(string_hashes(ids))
         hashes = np.concatenate(parts) if parts else np.zeros(0, np.uint64)

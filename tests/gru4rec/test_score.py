@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from gru4rec.errors import SchemaError
 from gru4rec.score import FALLBACK, GRU4REC, PART, SCHEMA, SUMMARY, score_sessions
 from tests.scoring_fixtures import (
     SESSIONS,
@@ -126,9 +127,15 @@ def test_chunked_input_gives_the_same_table(setup, tmp_path):
     pd.testing.assert_frame_equal(whole, chunked)
 
 
-def test_a_session_continuing_from_the_day_before_is_scored_after_all_its_events(setup, tmp_path):
+@pytest.mark.parametrize("max_events", [10**6, 1], ids=["whole", "ranges"])
+def test_a_session_continuing_from_the_day_before_is_scored_after_all_its_events(
+    setup, tmp_path, max_events
+):
     """A session spanning midnight has its events in two days' partitions; with the earlier
-    day as context it is scored as one session, as if it had not been cut."""
+    day as context it is scored as one session, as if it had not been cut (whether the day
+    is scored whole or in ranges, the earlier day spilled to the same ranges)."""
+    from gru4rec.score import bucket_bounds, open_sessions
+
     path, model, item_map, sessions, out = setup
     before = write_sessions(tmp_path / "before", [("s2", "u1", "it9", 1), ("s2", "u1", "it4", 2),
                                                   ("s9", "u9", "it1", 3)])  # fmt: skip
@@ -140,7 +147,11 @@ def test_a_session_continuing_from_the_day_before_is_scored_after_all_its_events
     (tmp_path / "today").mkdir()
     pq.write_table(pa.Table.from_pandas(today, preserve_index=False),
                    tmp_path / "today" / "part-0.parquet")  # fmt: skip
-    summary = score_sessions(path, tmp_path / "today", out, context_path=before)
+    ranges = len(bucket_bounds(open_sessions(tmp_path / "today"), max_events)) + 1
+    assert ranges == (1 if max_events > 3 else 2)
+    summary = score_sessions(
+        path, tmp_path / "today", out, context_path=before, max_events=max_events
+    )
     df = pd.read_parquet(out / PART)
     assert sorted(set(df.session_id)) == ["s1", "s2"]  # only today's sessions are scored
     s2 = df[df.session_id == "s2"]
@@ -177,7 +188,7 @@ def test_a_day_scored_in_ranges_equals_the_day_scored_whole(setup, tmp_path):
     max_events = len(frame) // 8
     dataset = open_sessions(day)
     assert len(bucket_bounds(dataset, max_events)) >= 6
-    chunks = list(iter_session_chunks(dataset, tmp_path / "work", max_events))
+    chunks = list(iter_session_chunks(dataset, max_events, spill_parent=tmp_path / "work"))
     assert len(chunks) >= 7 and not list((tmp_path / "work").iterdir())
     assert max(len(c) for c in chunks) < 2 * max_events
     in_chunks = [set(c.session_id) for c in chunks]
@@ -187,6 +198,93 @@ def test_a_day_scored_in_ranges_equals_the_day_scored_whole(setup, tmp_path):
     score_sessions(path, day, tmp_path / "ranges", generated_at=WHEN, max_events=max_events)
     whole = pd.read_parquet(tmp_path / "whole" / PART)
     ranged = pd.read_parquet(tmp_path / "ranges" / PART)
-    pd.testing.assert_frame_equal(whole, ranged)
+    # other batch compositions: the same items, scores equal up to float summation order
+    pd.testing.assert_frame_equal(whole, ranged, check_exact=False, rtol=1e-5, atol=1e-6)
     assert ranged.session_id.is_monotonic_increasing and ranged.session_id.nunique() == n
     assert sorted(p.name for p in (tmp_path / "ranges").iterdir()) == sorted([PART, SUMMARY])
+
+
+@pytest.mark.parametrize("max_events", [10**6, 4], ids=["whole", "ranges"])
+def test_files_of_other_types_are_read_alike_and_bad_ones_named(setup, tmp_path, max_events):
+    """Part files written by other tools (dictionary ids, large strings, int32 positions,
+    nanosecond times) are scored as one day either way; a file without a column or with a
+    null session id is refused with its name."""
+    path, *_ = setup
+    frame = pd.read_parquet(write_sessions(tmp_path / "one", SESSIONS * 3))
+    day = tmp_path / "day"
+    day.mkdir()
+    a = pa.Table.from_pandas(frame.iloc[:9], preserve_index=False)
+    a = a.set_column(2, "item_id", a["item_id"].dictionary_encode())
+    a = a.set_column(4, "seq", a["seq"].cast(pa.int32()))
+    b = pa.Table.from_pandas(frame.iloc[9:], preserve_index=False)
+    b = b.set_column(0, "session_id", b["session_id"].cast(pa.large_string()))
+    b = b.set_column(3, "ts", b["ts"].cast(pa.timestamp("ns", tz="UTC")))
+    pq.write_table(a, day / "a.parquet")
+    pq.write_table(b, day / "b.parquet")
+    score_sessions(path, day, tmp_path / "mixed", generated_at=WHEN, max_events=max_events)
+    score_sessions(path, tmp_path / "one", tmp_path / "plain", generated_at=WHEN)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "mixed" / PART),
+        pd.read_parquet(tmp_path / "plain" / PART),
+        check_exact=False,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    pq.write_table(b.drop_columns(["seq"]), day / "b.parquet")
+    with pytest.raises(SchemaError, match=r"b.parquet: expected columns session_id.*found"):
+        score_sessions(path, day, tmp_path / "no-seq", max_events=max_events)
+    nulls = b.set_column(0, "session_id", pa.array([None] * b.num_rows, pa.large_string()))
+    pq.write_table(nulls, day / "b.parquet")
+    with pytest.raises(SchemaError, match=r"b.parquet: expected a session_id on every event"):
+        score_sessions(path, day, tmp_path / "null-id", max_events=max_events)
+    assert not (tmp_path / "no-seq").exists() and not (tmp_path / "null-id").exists()
+
+
+def test_a_terminated_run_removes_its_spill_and_stale_spills_go(setup, tmp_path):
+    """SIGTERM (a task's timeout) mid-write: the CLI unwinds, its spilled copy of the day and
+    its staging directory are removed. A killed run's spill (its process gone, untouched for
+    an hour) is removed by the next run; a live process's spill is not."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gru4rec.score import SPILL_PREFIX, spill_dir
+
+    path, model, item_map, sessions, out = setup
+    spill = tmp_path / "spill"
+    slow = (
+        "import sys, time\n"
+        "import pyarrow.parquet as pq\n"
+        "real = pq.ParquetWriter.write_table\n"
+        "def slow(self, *a, **k):\n"
+        "    real(self, *a, **k); print('wrote', flush=True); time.sleep(30)\n"
+        "pq.ParquetWriter.write_table = slow\n"
+        "from gru4rec.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    cmd = [sys.executable, "-c", slow, "score", "--model", str(path), "--sessions",
+           str(sessions), "--out", str(out), "--max-events", "2", "--batch-size", "1",
+           "--spill-dir", str(spill)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.stdout.readline().strip() == b"wrote"
+    assert [p.name for p in spill.iterdir()][0].startswith(SPILL_PREFIX)  # spilled, mid-run
+    assert list(next(spill.iterdir()).glob("range-*.arrow"))  # ranges still to score
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(spill.iterdir()) == [] and list(out.parent.glob(f".{out.name}*")) == []
+    assert not out.exists()
+
+    dead = spill / f"{SPILL_PREFIX}999999999-abc"  # no such process
+    live = spill / f"{SPILL_PREFIX}{os.getpid()}-abc"
+    fresh = spill / f"{SPILL_PREFIX}999999998-abc"
+    for d in (dead, live, fresh):
+        d.mkdir()
+        (d / "range-00000.arrow").write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    for d in (dead, live):
+        os.utime(d, (old, old))
+    new = spill_dir(spill)
+    assert not dead.exists() and live.exists() and fresh.exists() and new.exists()

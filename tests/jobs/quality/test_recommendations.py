@@ -119,3 +119,17 @@ def test_contract_check_catches_order_duplicates_and_strangers(scored, tmp_path)
         check(renamed)
     with pytest.raises(QualityGateError, match=r"every session of the day \(3\), found 2"):
         check(table.slice(0, 40))
+
+
+def test_the_day_set_refuses_a_null_session_id(tmp_path):
+    """A null id would hash like the string "None": refused, with the file named."""
+    from jobs.common.errors import SchemaError
+    from jobs.quality.recommendations import SessionSet
+
+    day = tmp_path / "day"
+    day.mkdir()
+    pq.write_table(pa.table({"session_id": ["a", None, "b"]}), day / "part-0.parquet")
+    with pytest.raises(SchemaError, match="part-0.parquet: expected a session_id on every"):
+        SessionSet.from_sessions(day)
+    pq.write_table(pa.table({"session_id": ["a", "None", "b", "a"]}), day / "part-0.parquet")
+    assert len(SessionSet.from_sessions(day)) == 3
