@@ -1,11 +1,12 @@
 """Wall time of the README's main command and of each DAG task in it.
 
-    .venv/bin/python benchmarks/demo_timing.py [--root var/demo-bench] [demo options]
+    .venv/bin/python benchmarks/demo_timing.py [--root var/demo-bench] [--runs 3] [demo options]
 
 Runs the demo (jobs.dev.demo: generated deliveries, Airflow metadata DB, `airflow dags test` of
-gru4rec_nightly), then reads each task's start and end from Airflow's metadata DB
-(`airflow tasks states-for-dag-run`) and prints a table and the total against the 5-minute
-target. Needs `.venv` to exist (the demo's own first run also creates it).
+gru4rec_nightly) `--runs` times, each from an empty root (a first night, as a newcomer's),
+reads each task's start and end from Airflow's metadata DB (`airflow tasks
+states-for-dag-run`) and prints a table per run, then the median end-to-end time against the
+2-minute target (issue 13). Needs `.venv` to exist (the demo's own first run also creates it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jobs.dev import demo  # noqa: E402
 from jobs.dev.embedded import DAG_ID, airflow, airflow_env  # noqa: E402
 
-TARGET_SECONDS = 300
+TARGET_SECONDS = 120
 
 
 def _json(text: str):
@@ -30,17 +33,16 @@ def _json(text: str):
     return json.loads(text[text.index("[{") : text.rindex("}]") + 2])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="var/demo-bench")
-    args, rest = parser.parse_known_args()
+def one_run(root: Path, rest: list[str]) -> float | None:
+    """One demo from an empty `root`; its per-task table; its end-to-end seconds."""
+    shutil.rmtree(root, ignore_errors=True)
     t0 = time.monotonic()
-    code = demo.main(["--root", args.root, *rest])
+    code = demo.main(["--root", str(root), *rest])
     total = time.monotonic() - t0
     if code != 0:
         print(f"demo failed (exit {code})")
-        return code
-    root = Path(args.root).resolve()
+        return None
+    root = root.resolve()
     env = airflow_env(root / "airflow", root / "lake")
     runs = _json(airflow(["dags", "list-runs", DAG_ID, "-o", "json"], env).stdout)
     run_id = max(runs, key=lambda r: r.get("start_date") or "")["run_id"]
@@ -55,12 +57,28 @@ def main() -> int:
     print(f"\n{'task':26s} {'seconds':>8s}  state")
     for _, task, sec, state in rows:
         print(f"{task:26s} {sec:8.1f}  {state}")
-    in_tasks = sum(r[2] for r in rows)
-    print(f"{'sum of tasks':26s} {in_tasks:8.1f}")
-    verdict = "met" if total <= TARGET_SECONDS else "NOT met"
+    print(f"{'sum of tasks':26s} {sum(r[2] for r in rows):8.1f}")
+    print(f"{'demo end to end':26s} {total:8.1f}")
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="var/demo-bench")
+    parser.add_argument("--runs", type=int, default=1, help="demos, each from an empty root")
+    args, rest = parser.parse_known_args()
+    totals = []
+    for _ in range(args.runs):
+        total = one_run(Path(args.root), rest)
+        if total is None:
+            return 1
+        totals.append(total)
+    median = statistics.median(totals)
+    verdict = "met" if median <= TARGET_SECONDS else "NOT met"
+    runs = ", ".join(f"{t:.1f}" for t in totals)
     print(
-        f"{'demo end to end':26s} {total:8.1f}  (target <= {TARGET_SECONDS} s: {verdict}; "
-        f"ratio {total / TARGET_SECONDS:.2f})"
+        f"\ndemo end to end, {len(totals)} run(s): {runs} s; median {median:.1f} s "
+        f"(target <= {TARGET_SECONDS} s: {verdict}; ratio {median / TARGET_SECONDS:.2f})"
     )
     return 0
 

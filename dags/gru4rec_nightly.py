@@ -48,8 +48,8 @@ each of D's sessions' top-k next-item recommendations to `recommendations/dt=D/`
 | validate_raw | GX suite `raw_events` (nulls, id formats, timestamps on D, quarantine share, volume) | **fails fast** |
 | sessionize | Spark: sessions of D (inactivity gap `gap_seconds`, 30 min) -> `sessions/dt=D` | retried |
 | validate_sessions | GX suite `sessions` (ids, positions, session length distribution) | **fails fast** |
-| build_datasets | Spark: filter + time split of the training window -> `datasets/run=D` | retried |
-| popularity | Spark: item index + sampling weights | retried |
+| build_datasets | Spark: filter + time split of the training window -> `datasets/run=D`, then (same application) the item index and sampling weights, and the datasets gate's validation | retried |
+| popularity | the item index + sampling weights: reused when build_datasets built them from this very split (no JVM), else built in its own Spark application | retried |
 | validate_datasets | GX suites `datasets` (coverage, no leakage) and `item_index` | **fails fast** |
 | train | GRU4Rec on the `gpu` queue/pool (CPU when no GPU) -> `models/run=D`: full, or (`train_mode` incremental) warm-started from the serving model on the sessions it has not seen, fully retrained every `full_retrain_every` nights | retried |
 | evaluate | **promotion gate** vs the live model on tonight's test, and the floor: the best baseline (`gpu` queue/pool) | retried |
@@ -220,7 +220,12 @@ def gru4rec_nightly():
 
     @task(pool=SPARK_POOL)
     def popularity(**context):
-        _run(commands.popularity(_night(context)))
+        night = _night(context)
+        if commands.popularity_reused(night):  # built in build_datasets' own application
+            print("popularity: items/ and popularity/ were built from this train split with "
+                  "this alpha by build_datasets (reused; no Spark application started)")  # fmt: skip
+            return
+        _run(commands.popularity(night))
 
     @task(pool=SPARK_POOL)
     def validate_datasets(**context):

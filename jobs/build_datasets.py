@@ -36,6 +36,7 @@ from jobs.common.spark import get_spark
 from jobs.common.timeutil import midnight_utc
 from jobs.quality.verdicts import add_arguments as add_verdict_arguments
 from jobs.quality.verdicts import excluded_days
+from jobs.validate import add_then_validate_arguments, judge_after
 
 log = logging.getLogger("jobs.build_datasets")
 
@@ -336,6 +337,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-session-length", type=int, default=defaults.min_session_length)
     parser.add_argument("--min-item-support", type=int, default=defaults.min_item_support)
     add_verdict_arguments(parser)
+    parser.add_argument(
+        "--then-popularity",
+        type=float,
+        metavar="ALPHA",
+        help="then build items/ and popularity/ (jobs.popularity, sampling exponent ALPHA) in "
+        "this Spark application: the popularity task then finds them built from this split "
+        "and starts no JVM",
+    )
+    add_then_validate_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     cfg = DatasetSettings(
@@ -349,6 +359,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with hold_date(lake, args.date):  # one writer per date
         spark = get_spark("build_datasets", args.master, dict(args.conf))
         run_build_datasets(spark, lake, args.date, cfg, args.accept_days)
+        if args.then_popularity is not None:
+            from jobs.popularity import run_popularity
+
+            run_popularity(spark, lake, args.date, args.then_popularity)
+            if args.then_validate is not None:  # the datasets gate: splits and item index
+                judge_after(spark, lake, C.SUITE_DATASETS, args.date, args.then_validate,
+                            args.thresholds)  # fmt: skip
     return 0
 
 

@@ -26,6 +26,7 @@ from jobs.common.lake import Lake
 from jobs.common.locks import hold_date
 from jobs.common.settings import PopularitySettings
 from jobs.common.spark import get_spark
+from jobs.quality.versions import popularity_input_version
 from jobs.validate import add_then_validate_arguments, judge_after
 
 log = logging.getLogger("jobs.popularity")
@@ -78,6 +79,7 @@ def run_popularity(
     t0 = time.monotonic()
     fs = FS(spark)
     run_dir = lake.datasets_run(day)
+    version = popularity_input_version(lake, day, alpha)  # the date is held: it stays so
     train_path = lake.split(day, "train")
     if not fs.exists(train_path):
         raise NoInputError(f"no train split at {train_path}: run build_datasets first")
@@ -112,6 +114,7 @@ def run_popularity(
         "top_item_share": round(check["max_support"] / check["events"], 6),
         "cdf_last": check["cdf_last"],
         "seconds": round(time.monotonic() - t0, 2),
+        "input_version": version,
     }
     write_summary(fs, lake.datasets, f"{day}.popularity", summary)
     return summary

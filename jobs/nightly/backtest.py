@@ -83,6 +83,8 @@ class NightRun:
             return [commands.ingest(n, mapping)]
         if step in SUITE_OF:
             return [commands.validate(n, SUITE_OF[step])]
+        if step == "popularity" and commands.popularity_reused(n):
+            return []  # build_datasets built it from this split, as in the DAG's task
         if step in ("sessionize", "build_datasets", "popularity"):
             return [getattr(commands, step)(n)]
         if step == "train":

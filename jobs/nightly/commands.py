@@ -176,7 +176,18 @@ def build_datasets(night: Night) -> list[str]:
         "--min-session-length", str(d.min_session_length),
         "--min-item-support", str(d.min_item_support),
         *_verdict_args(night),
+        "--then-popularity", str(night.popularity.alpha),
+        *then_validate(night, C.SUITE_DATASETS),
     )  # fmt: skip
+
+
+def popularity_reused(night: Night) -> bool:
+    """build_datasets (`--then-popularity`) built items/ and popularity/ from exactly the
+    train split there now with tonight's alpha: the popularity task has nothing to do."""
+    from jobs.quality.versions import popularity_reusable
+
+    return popularity_reusable(night.lake, dt.date.fromisoformat(night.day),
+                               night.popularity.alpha)  # fmt: skip
 
 
 def popularity(night: Night) -> list[str]:

@@ -1,12 +1,13 @@
 """What a suite's verdict was computed from, so a gate can reuse a verdict instead of judging
 the same data again.
 
-The producing Spark job (ingest, sessionize, popularity) runs its gate's validation in its own
-Spark application right after it publishes; every result records the `data_version` of what
-it judged: each file the suite reads (size and modification time, in nanoseconds), the
-thresholds and the suites' code. The gate task then reuses the stored verdict without
-starting a JVM when the version is still the same, and validates again otherwise (data
-rewritten since, other thresholds, a new suite, a result from before versions existed).
+The producing Spark job (ingest, sessionize, and build_datasets after the popularity table)
+runs its gate's validation in its own Spark application right after it publishes; every
+result records the `data_version` of what it judged: each file the suite reads (size and
+modification time, in nanoseconds), the thresholds and the suites' code. The gate task then
+reuses the stored verdict without starting a JVM when the version is still the same, and
+validates again otherwise (data rewritten since, other thresholds, a new suite, a result from
+before versions existed).
 
 Only a local (or mounted) lake has versions: on a Hadoop URI every gate validates again.
 """
@@ -113,3 +114,40 @@ def data_version(lake: Lake, dataset: str, day: dt.date, thresholds: dict) -> st
     except OSError:
         return None
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def popularity_input_version(lake: Lake, day: dt.date, alpha: float) -> str | None:
+    """A digest of what `items/` and `popularity/` of `day` are computed from: the train
+    split's files, alpha and the code (jobs/popularity.py, jobs/build_datasets.py); None on a
+    non-local lake or an unreadable split."""
+    if not lake.is_local:
+        return None
+    code = [_HERE.parent / "popularity.py", _HERE.parent / "build_datasets.py"]
+    try:
+        state = {
+            "day": str(day),
+            "alpha": float(alpha),
+            "code": [hashlib.sha256(p.read_bytes()).hexdigest() for p in code],
+            "train": _files(lake.split(day, "train")),
+        }
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def popularity_reusable(lake: Lake, day: dt.date, alpha: float) -> bool:
+    """Whether `items/` and `popularity/` of `day` were built (by build_datasets'
+    `--then-popularity`, or an earlier run) from exactly the train split there now with this
+    alpha: then the popularity task has nothing to do and starts no JVM."""
+    version = popularity_input_version(lake, day, alpha)
+    if version is None:
+        return False
+    try:
+        summary = json.loads(Path(lake.popularity_summary(day)).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        summary.get("input_version") == version
+        and Path(lake.items(day)).is_dir()
+        and Path(lake.popularity(day)).is_dir()
+    )

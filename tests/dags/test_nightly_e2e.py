@@ -177,6 +177,12 @@ def test_first_night_publishes_valid_recommendations(nightly):
     for split in ("train", "test"):
         pattern = rf"gru4rec.data: {split}: \d+ sessions, \d+ events read as integer arrays"
         assert re.search(pattern, nightly["first"].stdout), split
+    # build_datasets built the item index and weights in its own application; the
+    # popularity task found them built from this very split and started no JVM.
+    assert "built from this train split with this alpha by build_datasets (reused" in (
+        nightly["first"].stdout
+    )
+    assert "jobs/popularity.py" not in nightly["first"].stdout  # no spark-submit of it
     # Training sampled its negatives from the published popularity table, with its alpha.
     candidate = json.loads((L(lake).model_run(D1) / "promotion.json").read_text())["candidate"]
     metrics = json.loads((L(lake).model_named(candidate) / "metrics.json").read_text())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,33 @@ def test_build_and_popularity_publish_run_directory(spark, tmp_path):
     assert sorted({r.seq for r in test.collect()}) == [0, 1]
     assert test.columns == ["session_id", "user_id", "item_id", "ts", "seq", "item_idx"]
     assert [(f.name, f.dataType.simpleString()) for f in test.schema] == list(C.DATASET.fields)
+
+
+def test_popularity_is_reused_only_for_the_split_and_alpha_it_was_built_from(spark, tmp_path):
+    """The popularity task starts no JVM when items/ and popularity/ were built from exactly
+    the train split there now with tonight's alpha; any other split, alpha or a table from
+    before the version was recorded is built again."""
+    import os
+
+    from jobs.quality.versions import popularity_reusable
+
+    lake = Lake(str(tmp_path / "lake"))
+    write_four_days(spark, lake)
+    day = dt.date(2024, 3, 4)
+    run_build_datasets(spark, lake, day, DatasetSettings(window_days=4))
+    assert not popularity_reusable(lake, day, 0.5)  # nothing built yet
+    run_popularity(spark, lake, day, alpha=0.5)
+    assert popularity_reusable(lake, day, 0.5)
+    assert not popularity_reusable(lake, day, 1.0)  # another alpha
+    part = next(p for p in Path(lake.split(day, "train")).rglob("*.parquet"))
+    os.utime(part, ns=(part.stat().st_atime_ns, part.stat().st_mtime_ns + 10**9))
+    assert not popularity_reusable(lake, day, 0.5)  # the split was rewritten since
+    run_popularity(spark, lake, day, alpha=0.5)
+    assert popularity_reusable(lake, day, 0.5)
+    summary = Path(lake.popularity_summary(day))
+    record = json.loads(summary.read_text())
+    summary.write_text(json.dumps({k: v for k, v in record.items() if k != "input_version"}))
+    assert not popularity_reusable(lake, day, 0.5)  # a table from before versions
 
 
 def test_a_day_whose_gate_failed_stays_out_of_later_windows_until_accepted(spark, tmp_path):
