@@ -80,4 +80,9 @@ def run_main(
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # Libraries' chatter (py4j's socket traffic, Great Expectations' ~200 lines of
+    # registration and config notes per validation) would bury the job's own lines; their
+    # warnings and errors still show. --log-level DEBUG shows everything.
+    if logging.getLevelName(level) != logging.DEBUG:
+        for noisy in ("py4j", "great_expectations"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
