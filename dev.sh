@@ -31,7 +31,9 @@ ensure_venv() {
   "$PY" -m pip install -q --upgrade pip
   # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on CPU hosts.
   "$PY" -m pip install -q -c constraints.txt "torch==2.13.0"
-  "$PY" -m pip install -q -c constraints.txt -e '.[dev]'
+  # dev tools, and the deployment extras (Celery, Postgres, Kubernetes providers) that the
+  # deployment tests start and that tests/infra checks against the image's manifests
+  "$PY" -m pip install -q -c constraints.txt -e '.[dev,deploy]'
   touch "$VENV/.installed"
 }
 
