@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -55,72 +54,47 @@ def plot_metrics(model: dict, baselines: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4f}"
+def _templates():
+    """The package's Jinja2 templates (gru4rec/templates), every value HTML-escaped."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("gru4rec", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_html(metrics: dict) -> str:
+    """report.html from metrics.json's content (templates/model_report.html.j2)."""
     model = {k: v for k, v in metrics.items() if "@" in k}
     baselines = metrics.get("baselines", {})
     cutoffs = _cutoffs(model)
     cols = [f"recall@{k}" for k in cutoffs] + [f"mrr@{k}" for k in cutoffs]
-    head = "".join(f"<th>{c.replace('recall', 'Recall').replace('mrr', 'MRR')}</th>" for c in cols)
-    body = []
-    for name, values in baselines.items():
-        cells = "".join(f"<td>{_fmt(values[c])}</td>" for c in cols)
-        body.append(f"<tr><td>{html.escape(BASELINE_LABELS.get(name, name))}</td>{cells}</tr>")
-    cells = "".join(f"<td><b>{_fmt(model[c])}</b></td>" for c in cols)
-    body.append(f"<tr><td><b>GRU4Rec</b></td>{cells}</tr>")
+    improvement = None
     if baselines:
         best = {c: max(v[c] for v in baselines.values()) for c in cols}
-        imp = []
-        for c in cols:
-            if best[c] > 0:
-                imp.append(f"<td>{(model[c] / best[c] - 1) * 100:+.1f}%</td>")
-            else:
-                imp.append("<td>n/a</td>")
-        body.append(f"<tr><td><i>vs best baseline</i></td>{''.join(imp)}</tr>")
-    epochs = metrics.get("epochs", [])
-    epoch_rows = "".join(
-        f"<tr><td>{e['epoch']}</td><td>{e['loss']:.4f}</td><td>{e['seconds']:.1f}</td>"
-        f"<td>{e['events_per_second']:,.0f}</td></tr>"
-        for e in epochs
+        improvement = [(model[c] / best[c] - 1) * 100 if best[c] > 0 else None for c in cols]
+    config = metrics.get("config", {})
+    return _templates().get_template("model_report.html.j2").render(
+        n_items=metrics.get("n_items", "?"),
+        ties=metrics.get("ties", "?"),
+        n_points=metrics.get("n_points", "?"),
+        loss=config.get("loss", "?"),
+        device=metrics.get("device", "?"),
+        columns=[{"label": c.replace("recall", "Recall").replace("mrr", "MRR")} for c in cols],
+        baselines=[
+            {"name": BASELINE_LABELS.get(name, name), "values": [v[c] for c in cols]}
+            for name, v in baselines.items()
+        ],
+        model=[model[c] for c in cols],
+        improvement=improvement,
+        epochs=metrics.get("epochs", []),
+        data=metrics.get("data", {}),
+        config=json.dumps(config, indent=1),
     )
-    cfg = json.dumps(metrics.get("config", {}), indent=1)
-    data = metrics.get("data", {})
-    data_rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in data.items()
-    )
-    loss_img = '<img src="loss.png" alt="training loss per epoch">' if epochs else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>GRU4Rec model report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-pre {{ background: #f6f6f6; padding: 0.8em; }}
-</style></head><body>
-<h1>GRU4Rec model report</h1>
-<p>Next-item prediction on the test sessions, ranking against all {metrics.get("n_items", "?")}
-training items; ties counted <b>{html.escape(str(metrics.get("ties", "?")))}</b>;
-{metrics.get("n_points", "?")} evaluation points. Loss <b>{
-        html.escape(str(metrics.get("config", {}).get("loss", "?")))
-    }</b>, device
-{html.escape(str(metrics.get("device", "?")))}.</p>
-<h2>GRU4Rec vs baselines</h2>
-<table><tr><th>method</th>{head}</tr>{"".join(body)}</table>
-<img src="metrics.png" alt="Recall and MRR at k, GRU4Rec vs baselines">
-<h2>Training</h2>
-{loss_img}
-<table><tr><th>epoch</th><th>loss</th><th>seconds</th><th>events/s</th></tr>{epoch_rows}</table>
-<h2>Data</h2>
-<table>{data_rows}</table>
-<h2>Configuration</h2>
-<pre>{html.escape(cfg)}</pre>
-</body></html>
-"""
 
 
 def write_report(out: Path, metrics: dict) -> None:

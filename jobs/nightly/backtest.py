@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import html
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from jobs.common import contracts as C
 from jobs.common.lake import PROJECT_ROOT, Lake
+from jobs.common.templating import render as render_template
 from jobs.nightly import commands
 from jobs.nightly.params import Night
 from jobs.nightly.runner import DataFailure, run, step_env
@@ -274,23 +274,14 @@ def write_report(out: Path, rows: list[dict], settings: dict) -> Path:
     _plot(out / "next_day.png", rows, fresh, "Next-day first click in yesterday's top-20", "share")
 
     def cell(v) -> str:
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return html.escape("" if v is None else str(v))
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in COLUMNS) + "</tr>" for r in rows
-    )
-    page = (
-        "<!doctype html><html><head><meta charset=utf-8><title>Backtest</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:49%}</style></head><body>"
-        f"<h1>Backtest: {len(rows)} nights</h1><p>settings: <code>"
-        f"{html.escape(json.dumps(settings))}</code></p>"
-        '<img src="recall.png" alt="Recall@20"> <img src="mrr.png" alt="MRR@20"> '
-        '<img src="cost.png" alt="cost"> <img src="next_day.png" alt="next day">'
-        f"<table><tr>{head}</tr>{body}</table></body></html>\n"
+    page = render_template(
+        "backtest_report.html.j2",
+        nights=len(rows),
+        settings=json.dumps(settings),
+        columns=COLUMNS,
+        rows=[[cell(r.get(c)) for c in COLUMNS] for r in rows],
     )
     (out / "report.html").write_text(page)
     return out / "report.html"

@@ -10,7 +10,6 @@ Reads local files only (the lake root and the quality root must be local or moun
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from jobs.common import contracts as C
 from jobs.common.lake import Lake
 from jobs.common.localfs import write_json_atomic, write_text_atomic
+from jobs.common.templating import render as render_template
 
 PUBLISH_FIELDS = ("path", "sessions", "rows", "fallback_sessions", "model_version", "published_at")
 
@@ -27,20 +27,6 @@ def _load(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-class _Html(str):
-    """A table cell that is already HTML (everything else is escaped)."""
-
-
-def _cell(c) -> str:
-    return c if isinstance(c, _Html) else html.escape(str(c))
-
-
-def _table(rows: list[tuple], head: tuple) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
 
 
 def _fmt(v) -> str:
@@ -67,40 +53,132 @@ def run_state(lake: Lake, day: str) -> dict:
     state["refresh"] = _load(Path(lake.refresh_record(day)))
     state["publish"] = _load(Path(lake.publish_record(day)))
     state["model_dir"] = model_dir
+    state["figures"] = figures(state)
+    previous = _load(Path(lake.run_state(_day_before(day))))
+    if previous is not None:
+        state["previous"] = {"date": previous.get("date"), "figures": figures(previous)}
     return state
 
 
-def _gates_section(state: dict) -> list[str]:
-    gates = []
+def _day_before(day: str) -> str:
+    import datetime as dt
+
+    return str(dt.date.fromisoformat(day) - dt.timedelta(days=1))
+
+
+def figures(state: dict) -> dict:
+    """The night's key numbers, for comparing one night with the one before."""
+    ing = state.get("ingest") or {}
+    ses = state.get("sessionize") or {}
+    model = state.get("model") or {}
+    rows_in = ing.get("rows_in")
+    share = ing.get("quarantine_share")
+    if share is None and rows_in:
+        share = round((ing.get("quarantined_total") or 0) / rows_in, 6)
+    return {
+        "raw rows": rows_in,
+        "events kept": ing.get("events_out"),
+        "quarantine share": share,
+        "sessions": ses.get("sessions_out"),
+        "Recall@20": model.get("recall@20"),
+        "MRR@20": model.get("mrr@20"),
+    }
+
+
+def verdict(state: dict) -> dict:
+    """The report's first line: published or not, and why."""
+    pub, promo = state["publish"], state["promotion"]
+    failed = [
+        (suite, res.get("failed", []))
+        for suite, res in state["suites"].items()
+        if res is not None and not res["success"]
+    ]
+    if pub is not None:
+        why = (
+            f"{pub.get('sessions')} sessions, {pub.get('rows')} rows, scored by "
+            f"{pub.get('model_version')}"
+        )
+        if failed:
+            why += "; earlier failures were accepted by an operator"
+        return {"published": True, "headline": "Recommendations published", "why": why}
+    if failed:
+        suite, expectations = failed[0]
+        named = "; ".join(expectations[:3]) + (" ..." if len(expectations) > 3 else "")
+        why = f"the quality gate '{suite}' failed: {named or 'see below'}"
+    elif promo is not None and not promo.get("serving_model"):
+        why = f"no model serves this date: {promo.get('reason')}"
+    elif promo is None:
+        why = "the run has not reached the promotion gate (yet, or it stopped before it)"
+    else:
+        why = "the run has not published (yet, or it stopped after the promotion gate)"
+    return {"published": False, "headline": "Nothing published", "why": why}
+
+
+def changes(state: dict) -> list[dict]:
+    """Tonight's key numbers against the night before's, with the change."""
+    prev = (state.get("previous") or {}).get("figures") or {}
+    rows = []
+    for name, now in state["figures"].items():
+        before = prev.get(name)
+        change = None
+        if isinstance(now, int | float) and isinstance(before, int | float):
+            if name == "quarantine share":
+                change = f"{(now - before) * 100:+.2f} points"
+            elif before:
+                change = f"{(now / before - 1) * 100:+.1f}%"
+        rows.append({"name": name, "before": _num(before, name), "now": _num(now, name),
+                     "change": change or ""})  # fmt: skip
+    return rows
+
+
+def _num(v, name: str) -> str:
+    if v is None:
+        return "-"
+    if name == "quarantine share":
+        return f"{v * 100:.2f}%"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _gates(state: dict) -> list[dict]:
+    out = []
     for suite, res in state["suites"].items():
         if res is None:
-            gates.append((suite, "not run", "", ""))
+            out.append({"suite": suite, "status": "not run", "passed": "", "failing": []})
             continue
         st = res.get("statistics", {})
-        status = "PASSED" if res["success"] else _Html("<b class=bad>FAILED</b>")
-        gates.append(
-            (
-                suite,
-                status,
-                f"{st.get('successful_expectations')}/{st.get('evaluated_expectations')}",
-                _Html("<br>".join(html.escape(f) for f in res.get("failed", [])) or "-"),
-            )
+        out.append(
+            {
+                "suite": suite,
+                "status": "PASSED" if res["success"] else "FAILED",
+                "passed": f"{st.get('successful_expectations')}/{st.get('evaluated_expectations')}",
+                "failing": res.get("failed", []),
+            }
         )
-    return ["<h2>Data quality</h2>", _table(gates, ("suite", "status", "passed", "failing"))]
+    return out
 
 
-def _data_section(state: dict) -> list[str]:
+def _quarantine(state: dict) -> list[dict]:
+    ing = state["ingest"] or {}
+    total_in = ing.get("rows_in") or 0
+    return [
+        {"reason": reason, "rows": n, "share": f"{n / total_in * 100:.2f}%" if total_in else "-"}
+        for reason, n in sorted((ing.get("quarantined") or {}).items(), key=lambda kv: -kv[1])
+    ]
+
+
+def _counts(state: dict) -> list[tuple]:
     counts = []
     if (ing := state["ingest"]) is not None:
         counts += [
             ("raw rows", ing.get("rows_in")),
             ("events kept", ing.get("events_out")),
             ("duplicates dropped", ing.get("duplicates_dropped")),
-            ("quarantined", f"{ing.get('quarantined_total')} {json.dumps(ing.get('quarantined'))}"),
+            ("quarantined (by reason below)", ing.get("quarantined_total")),
         ]
         if ing.get("redelivered_days"):  # their verdicts were superseded: validated again
-            redelivered = ", ".join(ing["redelivered_days"])
-            counts.append(("re-delivered days ingested again", redelivered))
+            counts.append(("re-delivered days ingested again", ", ".join(ing["redelivered_days"])))
         for d, why in sorted((ing.get("refused_deliveries") or {}).items()):
             counts.append((f"delivery of {d} refused", why))
     if (ses := state["sessionize"]) is not None:
@@ -123,120 +201,78 @@ def _data_section(state: dict) -> list[str]:
         for d, why in sorted((bd.get("excluded_days") or {}).items()):
             counts.append((f"window day {d} left out", why))
         if bd.get("accepted_days"):
-            accepted = ", ".join(bd["accepted_days"])
-            counts.append(("failed days accepted by an operator", accepted))
+            counts.append(("failed days accepted by an operator", ", ".join(bd["accepted_days"])))
     if (pop := state["popularity"]) is not None:
         counts.append(("items in the index", pop.get("items")))
-    return ["<h2>Data</h2>", _table(counts or [("-", "no job summaries yet")], ("", ""))]
+    return counts
 
 
-def _model_section(state: dict, quality_dir: Path) -> list[str]:
+def _model(state: dict, quality_dir: Path) -> dict | None:
     model = state["model"]
     if model is None:
-        return ["<h2>Model</h2>", "<p>not trained yet</p>"]
+        return None
     cut = sorted(int(k.split("@")[1]) for k in model if k.startswith("recall@"))
 
-    def row(name: str, values: dict) -> tuple:
+    def row(name: str, values: dict) -> list:
         recall = [_fmt(values.get(f"recall@{c}")) for c in cut]
-        return (name, *recall, *[_fmt(values.get(f"mrr@{c}")) for c in cut])
+        return [name, *recall, *[_fmt(values.get(f"mrr@{c}")) for c in cut]]
 
     rows = [row("GRU4Rec (tonight)", model)]
     rows += [row(name, b) for name, b in (model.get("baselines") or {}).items()]
-    head = ("model", *[f"Recall@{c}" for c in cut], *[f"MRR@{c}" for c in cut])
-    rel = os.path.relpath(state["model_dir"], quality_dir)
-    rate = model.get("events_per_second") or 0
-    device = html.escape(str(model.get("device")))
-    sampling = model.get("sampling") or {}
-    mode = html.escape(str(model.get("mode", "full")))
-    if (warm := model.get("warm_start")) is not None:
-        mode += (
-            f": warm-started from <code>{html.escape(str(warm['from']))}</code> on the "
-            f"{warm['sessions_trained']} sessions it had not seen ({warm['events_trained']} of "
-            f"the split's {warm['events_in_split']} events), {warm['new_items']} new items"
-        )
-    elif model.get("warm_start_refused"):
-        mode += f" (warm start refused: {html.escape(model['warm_start_refused'])})"
     train_s = model.get("train_seconds")
-    return [
-        "<h2>Model</h2>",
-        f"<p>training: {mode}; {_fmt(train_s) if train_s is not None else '?'} s</p>",
-        _table(rows, head),
-        f'<p><a href="{rel}/report.html">model report</a> &middot; '
-        f"{rate:.0f} training events/s on {device} &middot; negatives sampled with alpha "
-        f"{html.escape(str(sampling.get('alpha')))} from "
-        f"<code>{html.escape(str(sampling.get('source')))}</code></p>",
-        f'<img src="{rel}/loss.png" alt="training loss"> '
-        f'<img src="{rel}/metrics.png" alt="metrics">',
-    ]
+    return {
+        "head": ["model", *[f"Recall@{c}" for c in cut], *[f"MRR@{c}" for c in cut]],
+        "rows": rows,
+        "dir": os.path.relpath(state["model_dir"], quality_dir),
+        "rate": f"{model.get('events_per_second') or 0:.0f}",
+        "device": model.get("device"),
+        "sampling": model.get("sampling") or {},
+        "mode": model.get("mode", "full"),
+        "warm": model.get("warm_start"),
+        "warm_refused": model.get("warm_start_refused"),
+        "train_seconds": _fmt(train_s) if train_s is not None else "?",
+    }
 
 
-def _decision_sections(state: dict) -> list[str]:
-    parts = ["<h2>Promotion gate</h2>"]
+def _promotion(state: dict) -> dict | None:
     promo = state["promotion"]
     if promo is None:
-        parts.append("<p>not run</p>")
-    else:
-        serving = promo["serving_model"]
-        if promo["promoted"]:
-            verdict = "promoted"
-        elif serving:
-            verdict = "<b class=bad>FLAGGED: kept the live model</b>"
-        else:
-            verdict = "<b class=bad>FLAGGED: not promoted, and no live model: nothing served</b>"
-        uses = (
-            f"Scoring uses <code>{html.escape(str(serving))}</code>."
-            if serving
-            else "No recommendations are scored or published for this date."
-        )
-        fresh = state.get("refresh")
-        if serving and fresh and fresh.get("from") == serving:
-            uses = (
-                f"The serving model <code>{html.escape(str(serving))}</code> was refreshed on "
-                f"this date's sessions ({fresh.get('events_trained')} events, "
-                f"{fresh.get('new_items')} new items) into "
-                f"<code>{html.escape(str(fresh['model']))}</code>, which scores it."
-            )
-        parts.append(f"<p>{verdict}: {html.escape(promo['reason'])}. {uses}</p>")
-        checks = []
-        if (live := promo.get("live_check")) is not None:
-            checks.append(("against the live model", _pass(live["passed"]), live["reason"]))
-        if (floor := promo.get("floor")) is not None:
-            checks.append(("baseline floor", _pass(floor["passed"]), floor["reason"]))
-        if checks:
-            parts.append(_table(checks, ("check", "verdict", "detail")))
-    parts.append("<h2>Recommendations</h2>")
-    pub = state["publish"]
-    if pub is None:
-        parts.append("<p>not published by this run</p>")
-    else:
-        parts.append(_table([(k, pub.get(k)) for k in PUBLISH_FIELDS], ("", "")))
-    return parts
+        return None
+    serving = promo["serving_model"]
+    fresh = state.get("refresh")
+    checks = []
+    if (live := promo.get("live_check")) is not None:
+        checks.append(("against the live model", _pass(live["passed"]), live["reason"]))
+    if (floor := promo.get("floor")) is not None:
+        checks.append(("baseline floor", _pass(floor["passed"]), floor["reason"]))
+    return {
+        "promoted": promo["promoted"],
+        "serving": serving,
+        "reason": promo["reason"],
+        "refreshed": fresh if serving and fresh and fresh.get("from") == serving else None,
+        "checks": checks,
+    }
 
 
 def _pass(ok: bool) -> str:
     return "passed" if ok else "FAILED"
 
 
-STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-    "collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;"
-    "vertical-align:top}.bad{color:#b00}img{max-width:48%}"
-)
-
-
 def render(state: dict, quality_dir: Path) -> str:
-    day = html.escape(state["date"])
-    parts = [
-        f"<h1>Nightly run {day}</h1>",
-        '<p><a href="data_docs/index.html">Data Docs (every validation of this day)</a></p>',
-        *_gates_section(state),
-        *_data_section(state),
-        *_model_section(state, quality_dir),
-        *_decision_sections(state),
-    ]
-    return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>Run {day}</title>"
-        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    """report.html (templates/run_report.html.j2): the verdict first, then the details."""
+    pub = state["publish"]
+    return render_template(
+        "run_report.html.j2",
+        date=state["date"],
+        verdict=verdict(state),
+        previous=(state.get("previous") or {}).get("date"),
+        changes=changes(state),
+        gates=_gates(state),
+        quarantine=_quarantine(state),
+        counts=_counts(state),
+        model=_model(state, quality_dir),
+        promotion=_promotion(state),
+        publish=[(k, pub.get(k)) for k in PUBLISH_FIELDS] if pub is not None else None,
     )
 
 

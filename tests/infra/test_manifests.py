@@ -213,3 +213,20 @@ def test_a_manifest_naming_what_the_image_lacks_is_caught(edit, expected):
     assert broken != texts["infra/docker/Dockerfile"]
     problems = missing_from_image(broken, {**texts, "infra/docker/Dockerfile": broken})
     assert any(expected in p for p in problems), problems
+
+
+def test_the_report_templates_ship_in_the_package(tmp_path):
+    """`pip install .` (the image) gets every Jinja2 template the reports render from."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".j2")}
+    templates = {str(p.relative_to(ROOT)) for p in ROOT.glob("*/templates/*.j2")}
+    assert len(templates) >= 3 and templates <= shipped
