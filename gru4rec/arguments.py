@@ -32,11 +32,30 @@ def _cutoffs(value: str) -> tuple[int, ...]:
     return out
 
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """An option's default is shown once, and only when it says something: never on a
+    required option, never "None" or "False", never when the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = (
+            action.required
+            or action.default in (None, False, [], (), "", argparse.SUPPRESS)
+            or "default" in text
+            or "none:" in text
+            or not action.option_strings
+        )
+        return text if quiet else f"{text} (default: {action.default})".lstrip()
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ties", default="conservative", choices=TIE_MODES, help="rank ties")
     p.add_argument("--cutoffs", type=_cutoffs, default=(1, 5, 10, 20), help="k for Recall/MRR@k")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="how much to log")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GRU4Rec: train, evaluate and compare with baselines.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     for add in (_train, _evaluate, _score, _baselines):
         add(sub, fmt)
     return parser
@@ -201,7 +220,7 @@ def _score(sub, fmt) -> None:
         help="where a day larger than --max-events is spilled while it is scored (a copy of "
         "the day, removed at the end); default: the system's temporary directory (TMPDIR)",
     )
-    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    s.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="how much to log")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads; none: all")
 
 

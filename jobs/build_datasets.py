@@ -331,11 +331,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.build_datasets", __doc__.splitlines()[0])
     parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
     defaults = DatasetSettings()
-    parser.add_argument("--window-days", type=int, default=defaults.window_days)
-    parser.add_argument("--test-days", type=int, default=defaults.test_days)
-    parser.add_argument("--valid-days", type=int, default=defaults.valid_days)
-    parser.add_argument("--min-session-length", type=int, default=defaults.min_session_length)
-    parser.add_argument("--min-item-support", type=int, default=defaults.min_item_support)
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        default=defaults.window_days,
+        help="days of sessions in the window, ending with --date",
+    )
+    parser.add_argument(
+        "--test-days", type=int, default=defaults.test_days, help="last days of the window for test"
+    )
+    parser.add_argument(
+        "--valid-days",
+        type=int,
+        default=defaults.valid_days,
+        help="days before the test days for validation (train_tr is train without them)",
+    )
+    parser.add_argument(
+        "--min-session-length",
+        type=int,
+        default=defaults.min_session_length,
+        help="shorter sessions are dropped (after the item filter)",
+    )
+    parser.add_argument(
+        "--min-item-support",
+        type=int,
+        default=defaults.min_item_support,
+        help="items with fewer events in the window are dropped (filtered to a fixed point)",
+    )
     add_verdict_arguments(parser)
     parser.add_argument(
         "--then-popularity",

@@ -52,14 +52,34 @@ def run_all(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.run_all", __doc__.splitlines()[0])
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--preset", choices=sorted(PRESETS))
+    parser.add_argument("--input", required=True, help="the raw clickstream: a file or directory")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a known source's column mapping")
     parser.add_argument("--mapping", help="JSON file with SourceMapping keys")
     parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
-    parser.add_argument("--window-days", type=int, default=DatasetSettings.window_days)
-    parser.add_argument("--test-days", type=int, default=DatasetSettings.test_days)
-    parser.add_argument("--valid-days", type=int, default=DatasetSettings.valid_days)
-    parser.add_argument("--alpha", type=float, default=PopularitySettings.alpha)
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        default=DatasetSettings.window_days,
+        help="days of sessions in the training window, ending with --date",
+    )
+    parser.add_argument(
+        "--test-days",
+        type=int,
+        default=DatasetSettings.test_days,
+        help="last days of the window for test",
+    )
+    parser.add_argument(
+        "--valid-days",
+        type=int,
+        default=DatasetSettings.valid_days,
+        help="days before the test days for validation",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=PopularitySettings.alpha,
+        help="negative-sampling exponent: 0 uniform, 1 popularity",
+    )
     add_settings_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

@@ -159,16 +159,28 @@ def load_mapping(preset: str | None, mapping_file: str | None) -> SourceMapping:
 def add_mapping_arguments(parser) -> None:
     """The mapping's fields as command-line overrides (they win over a preset and a file)."""
     group = parser.add_argument_group("mapping overrides (win over --preset and --mapping)")
-    group.add_argument("--format", choices=["csv", "parquet"])
+    group.add_argument("--format", choices=["csv", "parquet"], help="the delivery's file format")
     group.add_argument("--sep", help="CSV field separator, e.g. ',' or '\\t'")
-    group.add_argument("--no-header", dest="header", action="store_const", const=False)
+    group.add_argument(
+        "--no-header",
+        dest="header",
+        action="store_const",
+        const=False,
+        help="the CSV has no header row (name the columns with --csv-columns)",
+    )
     group.add_argument("--csv-columns", help="comma-separated names for a header-less CSV")
-    group.add_argument("--user-col")
-    group.add_argument("--item-col")
-    group.add_argument("--ts-col")
-    group.add_argument("--ts-unit", choices=["auto", "s", "ms", "us", "iso"])
-    group.add_argument("--event-type-col")
-    group.add_argument("--tiebreak-col")
+    group.add_argument("--user-col", help="the column holding the user (or visitor) id")
+    group.add_argument("--item-col", help="the column holding the item id")
+    group.add_argument("--ts-col", help="the column holding the event time")
+    group.add_argument(
+        "--ts-unit",
+        choices=["auto", "s", "ms", "us", "iso"],
+        help="epoch seconds, milliseconds, microseconds, ISO-8601 text, or auto-detected",
+    )
+    group.add_argument(
+        "--event-type-col", help="the column holding the event type (see --keep-event-types)"
+    )
+    group.add_argument("--tiebreak-col", help="a column ordering events with the same timestamp")
     group.add_argument("--keep-event-types", help="comma-separated event types to keep")
     group.add_argument("--min-ts", help="earliest sane timestamp (UTC, ISO)")
     group.add_argument("--max-ts", help="latest sane timestamp, exclusive (UTC, ISO)")

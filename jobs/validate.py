@@ -184,7 +184,7 @@ def catch_up_days(fs: FS, lake: Lake, dataset: str, day: dt.date, n: int) -> lis
 def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("python -m jobs.validate", __doc__.splitlines()[0])
     parser.add_argument("dataset", choices=DATASETS)
-    parser.add_argument("--date", type=parse_date, required=True)
+    parser.add_argument("--date", type=parse_date, required=True, help="the day to validate")
     add_verdict_arguments(parser)
     parser.add_argument(
         "--thresholds", default="{}", help="JSON object overriding QualityThresholds fields"

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from jobs.common.errors import PipelineError
 from jobs.common.lake import default_root
@@ -31,11 +32,28 @@ def parse_conf(value: str) -> tuple[str, str]:
     return key.strip(), val.strip()
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their paragraphs; an option's default is shown once, and only when
+    it says something (never on a required option, never "None", "[]" or "False", never
+    twice when the help already states it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        quiet = (
+            action.required
+            or default in (None, False, [], (), "", argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        )
+        return text if quiet else f"{text} (default: {default})".lstrip()
+
+
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--lake",
@@ -56,7 +74,12 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra Spark setting (repeatable)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="how much the job logs (DEBUG also shows Spark's and Great Expectations' notes)",
+    )
     return parser
 
 
@@ -68,12 +91,15 @@ def run_main(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=False
     )
     start = time.monotonic()
+    job = (getattr(main, "__module__", "") or "").removeprefix("jobs.") or "job"
+    if job == "__main__":  # run as a script (spark-submit jobs/<job>.py)
+        job = Path(sys.argv[0]).stem
     try:
         code = main(argv)
     except PipelineError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
+        log.error("%s failed: %s: %s", job, type(exc).__name__, exc)
         sys.exit(getattr(exc, "exit_code", 2))  # 2: bad data or config; DateBusy: 75
-    log.info("finished in %.1f s", time.monotonic() - start)
+    log.info("%s finished in %.1f s", job, time.monotonic() - start)
     sys.exit(code)
 
 

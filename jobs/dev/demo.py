@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from jobs.common import contracts as C
+from jobs.common.cli import HelpFormatter
 from jobs.common.lake import Lake
 from jobs.dev.embedded import airflow_env, dags_test, prepare, quick_jvm
 from jobs.dev.synth import SynthConfig, generate, write_daily_csv
@@ -28,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="./dev.sh demo",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--root", default="var/demo", help="where the lake and Airflow go")
-    parser.add_argument("--events", type=int, default=150_000)
-    parser.add_argument("--days", type=int, default=4)
+    parser.add_argument("--events", type=int, default=150_000, help="synthetic clicks in all")
+    parser.add_argument(
+        "--days", type=int, default=4, help="daily deliveries; the DAG runs for the last one"
+    )
     # Six epochs: fewer make a model below the best baseline on this feed (two: Recall@20
     # 0.33 vs STAN's 0.44), which the promotion gate's floor rightly refuses to serve.
     parser.add_argument("--epochs", type=int, default=6, help="GRU4Rec epochs")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from jobs.common.cli import HelpFormatter
 from jobs.common.lake import dt_partition
 
 log = logging.getLogger("jobs.synth")
@@ -186,18 +187,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.dev.synth",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     d = SynthConfig()
     parser.add_argument("--out", required=True, help="CSV file to write (a directory: --daily)")
     parser.add_argument(
         "--daily", action="store_true", help="one delivery a day: OUT/dt=D/clicks.csv"
     )
-    parser.add_argument("--events", type=int, default=d.events)
-    parser.add_argument("--items", type=int, default=d.items)
-    parser.add_argument("--days", type=int, default=d.days)
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=d.start)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--events", type=int, default=d.events, help="clicks in all")
+    parser.add_argument("--items", type=int, default=d.items, help="catalogue size")
+    parser.add_argument("--days", type=int, default=d.days, help="days the clicks span")
+    parser.add_argument(
+        "--start", type=dt.date.fromisoformat, default=d.start, help="first day (YYYY-MM-DD)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=d.seed, help="random seed (same seed, same file)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

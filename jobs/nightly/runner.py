@@ -117,8 +117,22 @@ def run(cmd: Sequence[str], env: dict | None = None, echo=print) -> str:
     # The one-line message after "ERROR <logger>: " is what people need to read.
     reason = OUR_ERROR.split(reason, maxsplit=1)[-1] if OUR_ERROR.search(reason) else reason
     if rc == 2:
-        raise DataFailure(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])}: {reason}")
-    raise InfraFailure(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} exited with {rc}: {reason}")
+        raise DataFailure(f"{step_name(cmd)}: {reason}")
+    raise InfraFailure(f"{step_name(cmd)} exited with {rc}: {reason}")
+
+
+def step_name(cmd: Sequence[str]) -> str:
+    """The step as people call it: the job a spark-submit runs (`build_datasets`), the module
+    and subcommand of `python -m` (`gru4rec train`), else the program and its first
+    arguments."""
+    for arg in cmd:
+        if arg.endswith(".py") and "=" not in arg:
+            return Path(arg).stem
+    if "-m" in cmd[:-1]:
+        i = list(cmd).index("-m")
+        sub = cmd[i + 2] if len(cmd) > i + 2 and not cmd[i + 2].startswith("-") else ""
+        return f"{cmd[i + 1]} {sub}".strip()
+    return " ".join([Path(cmd[0]).name, *cmd[1:3]])
 
 
 def terminate(proc: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:

@@ -19,6 +19,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from jobs.common.cli import HelpFormatter
 from jobs.common.lake import Lake
 from jobs.common.localfs import write_json_atomic
 from jobs.common.settings import (
@@ -111,11 +112,20 @@ STEPS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.nightly", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.nightly", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument("step", choices=sorted(STEPS))
-    parser.add_argument("--lake", required=True)
-    parser.add_argument("--quality-root", default=None)
-    parser.add_argument("--date", required=True, type=lambda s: str(dt.date.fromisoformat(s)))
+    parser.add_argument("--lake", required=True, help="the lake root (a local path)")
+    parser.add_argument(
+        "--quality-root", default=None, help="where quality/dt=D is; default <lake>/quality"
+    )
+    parser.add_argument(
+        "--date",
+        required=True,
+        type=lambda s: str(dt.date.fromisoformat(s)),
+        help="the night's date D (YYYY-MM-DD)",
+    )
     parser.add_argument(
         "--margin", type=float, default=PromotionSettings.margin, help="promotion margin"
     )
@@ -128,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--k", type=int, default=ScoringSettings.k, help="recommendations per session"
     )
-    parser.add_argument("--device", default=TrainSettings.device)
+    parser.add_argument(
+        "--device", default=TrainSettings.device, help="torch device: cpu, cuda, cuda:N or auto"
+    )
     parser.add_argument("--staged", help="the scored, unpublished version directory")
     parser.add_argument("--model", help="refreshed: the serving model refreshed on D")
     parser.add_argument(

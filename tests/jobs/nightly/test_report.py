@@ -58,8 +58,8 @@ def test_the_report_leads_with_its_verdict_and_the_change_since_the_night_before
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.index("bad_timestamp</td><td>50") < page.index("&lt;script&gt;")
     state = json.loads(Path(lake.run_state("2026-01-02")).read_text())
-    assert state["previous"]["figures"]["raw rows"] == 1000 and "previous" not in (
-        state["previous"]
+    assert (
+        state["previous"]["figures"]["raw rows"] == 1000 and "previous" not in (state["previous"])
     )
 
 

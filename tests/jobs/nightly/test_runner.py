@@ -141,3 +141,28 @@ def test_exit_statuses_map_to_data_and_infra_failures():
         )
     with pytest.raises(runner.InfraFailure, match="exited with 137"):
         runner.run(["bash", "-c", "kill -9 $$"], **quiet)
+
+
+def test_a_failure_names_the_step_as_people_call_it():
+    assert (
+        runner.step_name(
+            [
+                "/x/spark-submit",
+                "--master",
+                "local[*]",
+                "--conf",
+                "a=b.py",
+                "/repo/jobs/build_datasets.py",
+                "--date",
+                "D",
+            ]
+        )
+        == "build_datasets"
+    )
+    assert runner.step_name(["/v/python", "-m", "gru4rec", "train", "--train", "t"]) == (
+        "gru4rec train"
+    )
+    assert runner.step_name(["/v/python", "-m", "jobs.validate", "--lake", "L"]) == (
+        "jobs.validate"
+    )
+    assert runner.step_name(["bash", "-c", "exit 2"]) == "bash -c exit 2"
