@@ -78,22 +78,26 @@ def render_html(metrics: dict) -> str:
         best = {c: max(v[c] for v in baselines.values()) for c in cols}
         improvement = [(model[c] / best[c] - 1) * 100 if best[c] > 0 else None for c in cols]
     config = metrics.get("config", {})
-    return _templates().get_template("model_report.html.j2").render(
-        n_items=metrics.get("n_items", "?"),
-        ties=metrics.get("ties", "?"),
-        n_points=metrics.get("n_points", "?"),
-        loss=config.get("loss", "?"),
-        device=metrics.get("device", "?"),
-        columns=[{"label": c.replace("recall", "Recall").replace("mrr", "MRR")} for c in cols],
-        baselines=[
-            {"name": BASELINE_LABELS.get(name, name), "values": [v[c] for c in cols]}
-            for name, v in baselines.items()
-        ],
-        model=[model[c] for c in cols],
-        improvement=improvement,
-        epochs=metrics.get("epochs", []),
-        data=metrics.get("data", {}),
-        config=json.dumps(config, indent=1),
+    return (
+        _templates()
+        .get_template("model_report.html.j2")
+        .render(
+            n_items=metrics.get("n_items", "?"),
+            ties=metrics.get("ties", "?"),
+            n_points=metrics.get("n_points", "?"),
+            loss=config.get("loss", "?"),
+            device=metrics.get("device", "?"),
+            columns=[{"label": c.replace("recall", "Recall").replace("mrr", "MRR")} for c in cols],
+            baselines=[
+                {"name": BASELINE_LABELS.get(name, name), "values": [v[c] for c in cols]}
+                for name, v in baselines.items()
+            ],
+            model=[model[c] for c in cols],
+            improvement=improvement,
+            epochs=metrics.get("epochs", []),
+            data=metrics.get("data", {}),
+            config=json.dumps(config, indent=1),
+        )
     )
 
 
