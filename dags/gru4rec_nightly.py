@@ -15,6 +15,7 @@ from airflow.sdk import Asset, CronTriggerTimetable, Metadata, Param, dag, setup
 
 from jobs.common.lake import Lake, default_root
 from jobs.nightly import commands
+from jobs.nightly.alerts import NightAlert
 from jobs.nightly.params import PARAMS, Night, default_params, json_type
 
 _DEFAULTS = default_params()
@@ -67,7 +68,7 @@ recommendations stay as they were. Reports: `quality/dt=D/report.html` (run repo
 Every task is idempotent per date: rerun or backfill any date range
 (`airflow backfill create --dag-id gru4rec_nightly --from-date ... --to-date ...`).
 Params (lake, source preset or column mapping, window, epochs, Spark master, device, promotion
-margin, ...) default from `GRU4REC_*` environment variables; see the project README.
+margin, ...) default from `GRU4REC_*` environment variables; see docs/dag.md.
 """
 
 
@@ -165,6 +166,9 @@ def _gate(night: Night, dataset: str) -> None:
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=30),
         "execution_timeout": dt.timedelta(hours=6),
+        # a task that fails for good (a gate, or out of retries) tells people: the log, an
+        # alerts file, and e-mail / a webhook where configured (jobs/nightly/alerts.py)
+        "on_failure_callback": NightAlert(),
     },
 )
 def gru4rec_nightly():

@@ -1,6 +1,6 @@
 """The embedded default: a SQLite-backed Airflow home with this project's DAG, local Spark,
 CPU or GPU torch, local files. Used by the demo and by the end-to-end tests; the same commands
-work by hand (see README)."""
+work by hand (see docs/dag.md)."""
 
 from __future__ import annotations
 

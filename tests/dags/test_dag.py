@@ -139,3 +139,12 @@ def test_score_runs_after_a_skipped_refresh_but_not_after_a_failed_one(dag):
     serving model scores D), but never after a failed refresh or gate."""
     assert dag.get_task("score").trigger_rule == "none_failed"
     assert dag.get_task("refresh").upstream_task_ids == {"evaluate"}
+
+
+def test_every_task_alerts_people_when_it_fails_for_good(dag):
+    from jobs.nightly.alerts import NightAlert
+
+    for task in dag.tasks:
+        callbacks = task.on_failure_callback
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        assert any(isinstance(c, NightAlert) for c in callbacks), task.task_id

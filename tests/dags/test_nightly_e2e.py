@@ -26,6 +26,7 @@ import pytest
 
 from jobs.common.lake import Lake
 from jobs.dev.embedded import airflow_env, dags_test, prepare, quick_jvm
+from tests.alert_sinks import SmtpSink
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +140,12 @@ def nightly(tmp_path_factory, shared_data):
         f.unlink()
     bad.to_csv(target / "clicks.tsv", sep="\t", index=False)
     state["before_corrupt"] = {d: _tree_digest(L(lake).recommendations_day(d)) for d in (D1, D2)}
-    state["corrupt"] = dags_test(env, "2014-04-09", CONF, log)
+    # The night's alerts go to a real SMTP server on loopback, set by env and connection only.
+    with SmtpSink() as smtp:
+        alerting = {**env, "GRU4REC_ALERT_EMAIL": "data-team@example.com",
+                    "AIRFLOW_CONN_SMTP_DEFAULT": f"smtp://127.0.0.1:{smtp.port}"}  # fmt: skip
+        state["corrupt"] = dags_test(alerting, "2014-04-09", CONF, log)
+    state["corrupt_mail"] = smtp.messages
     return state
 
 
@@ -317,6 +323,14 @@ def test_corrupted_day_stops_at_the_quality_gate_and_publishes_nothing(nightly):
     page = pages[0].read_text()
     assert "_quarantine_share" in page and "Failed" in page
     assert "FAILED" in (q / "report.html").read_text()
+    # People were told: one e-mail through the SMTP connection, naming the night, the task
+    # and the failing expectation; the same alert in the lake's alerts file.
+    (mail,) = nightly["corrupt_mail"]
+    assert "night 2014-04-08 failed at validate_raw" in mail["Subject"]
+    assert "_quarantine_share" in mail.get_content() and "report.html" in mail.get_content()
+    (line,) = (lake / "alerts" / "alerts.jsonl").read_text().splitlines()
+    alert = json.loads(line)
+    assert alert["task"] == "validate_raw" and alert["kind"] == "data quality gate failed"
 
 
 def test_published_recommendations_are_the_serving_models(nightly):

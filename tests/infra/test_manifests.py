@@ -217,13 +217,19 @@ def test_a_manifest_naming_what_the_image_lacks_is_caught(edit, expected):
 
 def test_the_report_templates_ship_in_the_package(tmp_path):
     """`pip install .` (the image) gets every Jinja2 template the reports render from."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
+    src = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
+    for name in ("jobs", "gru4rec", "dags"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(src)],
         check=True, capture_output=True, cwd=tmp_path,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("*.whl")
