@@ -53,11 +53,26 @@ def run_state(lake: Lake, day: str) -> dict:
     state["refresh"] = _load(Path(lake.refresh_record(day)))
     state["publish"] = _load(Path(lake.publish_record(day)))
     state["model_dir"] = model_dir
+    state["timing"] = _timing(lake, day)
     state["figures"] = figures(state)
     previous = _load(Path(lake.run_state(_day_before(day))))
     if previous is not None:
         state["previous"] = {"date": previous.get("date"), "figures": figures(previous)}
     return state
+
+
+def _timing(lake: Lake, day: str) -> dict | None:
+    """The night's wall time so far: from its run's lease on the date (taken by the DAG's
+    first task) to now; once the lease is given back, what the last report recorded."""
+    import time
+
+    from jobs.common.locks import DateLease
+
+    held = DateLease(lake, day).holder()
+    if held and held.get("since"):
+        now = time.time()
+        return {"started": held["since"], "updated": now, "seconds": round(now - held["since"], 1)}
+    return (_load(Path(lake.run_state(day))) or {}).get("timing")
 
 
 def _day_before(day: str) -> str:
@@ -280,6 +295,10 @@ def write_run_report(lake: Lake, day: str) -> Path | None:
     """Refresh `quality/dt=D/report.html` (and `run.json`); None when the roots are not local."""
     if not lake.is_local:
         return None
+    from jobs.nightly.trends import write_trends
+
     state = run_state(lake, str(day))
     write_json_atomic(lake.run_state(day), state)
-    return write_text_atomic(lake.run_report(day), render(state, Path(lake.quality_day(day))))
+    page = write_text_atomic(lake.run_report(day), render(state, Path(lake.quality_day(day))))
+    write_trends(lake)  # the lake's page across nights: quality/index.html
+    return page

@@ -387,3 +387,20 @@ def _warm_start_events(sessions, known: set, window: set, counts: dict, min_supp
                 keep[i], changed = False, True
                 short.append(events[i])
     return [e for e, k in zip(events, keep, strict=True) if k], rare, short
+
+
+def test_the_trends_page_shows_every_night_of_the_lake(nightly):
+    """quality/index.html after four runs: a row per night (the failed one flagged), every
+    chart drawn, and every link resolving to a file."""
+    lake = nightly["lake"]
+    quality = lake / "quality"
+    page = (quality / "index.html").read_text()
+    for day in (D1, D2, D3):
+        assert f"<tr><td>{day}</td>" in page, day
+    d3 = page.split(f"<tr><td>{D3}</td>")[1].split("</tr>")[0]
+    assert "failed: raw_events" in d3 and '<span class="bad">no</span>' in d3
+    d1 = page.split(f"<tr><td>{D1}</td>")[1].split("</tr>")[0]
+    assert '<span class="good">yes</span>' in d1 and "promoted" in d1
+    assert page.count("<polyline") >= 6 and "no data yet" not in page
+    for link in re.findall(r'href="([^"]+)"', page):
+        assert (quality / link).is_file(), link

@@ -73,3 +73,40 @@ def test_a_published_night_says_so_first(tmp_path):
     page = Path(write_run_report(lake, "2026-01-03")).read_text()
     assert page.index("Recommendations published") < page.index("Data quality")
     assert "90 sessions, 1800 rows, scored by v-1" in page and "nothing quarantined" in page
+
+
+def test_the_trends_page_has_a_row_and_a_point_per_night_and_working_links(tmp_path):
+    """quality/index.html, refreshed with every run report: one row per night (newest
+    first) with quarantine share by reason, gate verdicts, metrics against the best
+    baseline, the decision; a chart per measure with a point per night; links that exist."""
+    import re
+
+    lake = Lake(str(tmp_path / "lake"))
+    quality = Path(lake.quality_root)
+    for i, day in enumerate(("2026-01-01", "2026-01-02", "2026-01-03")):
+        _night(lake, day, 1000 + 100 * i, {"bad_timestamp": 10 * (i + 1), "empty_user": 5}, 200)
+        _write(lake.suite_result(day, "raw_events"), {"success": i != 2, "failed": []})
+        run = Path(lake.model_run(day)) / "v=1"
+        _write(str(run / "metrics.json"), {
+            "recall@20": 0.3 + i / 100, "mrr@20": 0.1, "train_seconds": 12.5,
+            "baselines": {"pop": {"recall@20": 0.1, "mrr@20": 0.05},
+                          "stan": {"recall@20": 0.35, "mrr@20": 0.08}},
+        })  # fmt: skip
+        (run / "model.pt").write_bytes(b"")  # a complete version
+        (quality / f"dt={day}" / "data_docs").mkdir(parents=True, exist_ok=True)
+        (quality / f"dt={day}" / "data_docs" / "index.html").write_text("docs")
+        write_run_report(lake, day)
+    page = (quality / "index.html").read_text()
+    assert page.count("<tr><td>2026-01-") == 3
+    assert page.index("<tr><td>2026-01-03") < page.index("<tr><td>2026-01-01")  # newest first
+    assert "failed: raw_events" in page and "1 passed" in page
+    assert "<th>bad_timestamp</th><th>empty_user</th>" in page
+    # night 1: 15 of 1,000 rows quarantined, 10 for a bad timestamp, 5 for an empty user
+    assert "<td>1.50%</td>\n<td>1.00%</td><td>0.50%</td>" in page
+    assert "<td>stan</td>\n<td>0.3500</td>" in page
+    for title in ("Volume", "Quarantine share", "Sessions", "Recall@20", "MRR@20", "Seconds"):
+        assert f"<figcaption>{title}</figcaption>" in page
+    recall = page.split("<figcaption>Recall@20</figcaption>")[1].split("</figure>")[0]
+    assert recall.count("<circle") == 6  # GRU4Rec and the best baseline, three nights each
+    for link in re.findall(r'href="([^"]+)"', page):  # every link leads to a file
+        assert (quality / link).is_file(), link
