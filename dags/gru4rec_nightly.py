@@ -139,8 +139,8 @@ def _gate(night: Night, dataset: str) -> None:
             try:
                 if os.path.isdir(night.lake.quality_day(d)):
                     write_run_report(night.lake, str(d))
-            except OSError as exc:
-                print(f"run report of {d} not refreshed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the gate's verdict is what counts
+                print(f"run report of {d} not refreshed: {type(exc).__name__}: {exc}")
 
 
 @dag(

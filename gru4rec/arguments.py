@@ -43,7 +43,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         quiet = (
             action.required
-            or action.default in (None, False, [], (), "", argparse.SUPPRESS)
+            or action.default is None
+            or action.default is False
+            or action.default in ([], (), "", argparse.SUPPRESS)
             or "default" in text
             or "none:" in text
             or not action.option_strings

@@ -42,7 +42,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         quiet = (
             action.required
-            or default in (None, False, [], (), "", argparse.SUPPRESS)
+            or default is None
+            or default is False
+            or default in ([], (), "", argparse.SUPPRESS)
             or "default" in text
             or not action.option_strings
         )

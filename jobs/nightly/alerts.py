@@ -9,12 +9,16 @@ retries) `NightAlert` writes one alert, naming the night, the task, the try and 
   `<lake>/alerts/alerts.jsonl` (on a lake at a Hadoop URI, `$AIRFLOW_HOME/gru4rec-alerts.jsonl`);
 - e-mail over SMTP, when `GRU4REC_ALERT_EMAIL` names recipients (comma-separated): through
   the Airflow connection `GRU4REC_SMTP_CONN_ID` (default `smtp_default`: host, port, login,
-  password; extra `{"from_email": ..., "starttls": true, "ssl": true, "timeout": 30}`);
+  password; extra `{"from_email": ..., "starttls": true, "ssl": true, "timeout": 10}`;
+  certificates are verified, and a password is sent only over TLS unless the extra says
+  `"allow_plain_login": true`);
 - a webhook, when `GRU4REC_ALERT_WEBHOOK_CONN_ID` names an Airflow connection (type http or
   https with host, port and path, or a host that is a whole URL): the alert is POSTed as JSON.
 
-Everything is set by environment and connections, never by a code change. A channel that
-fails is logged and the others still go out; no credential or URL is ever logged.
+Everything is set by environment and connections, never by a code change. The channels are
+sent at once, within 15 s in all (`GRU4REC_ALERT_DEADLINE_S`; Airflow ends a failed task's
+process soon after it reports, `[core] task_success_overtime`, 20 s by default). A channel
+that fails is logged and the others still go out; no credential or URL is ever logged.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ ALERTS_FILE = "GRU4REC_ALERTS_FILE"
 EMAIL_TO = "GRU4REC_ALERT_EMAIL"
 SMTP_CONN = "GRU4REC_SMTP_CONN_ID"
 WEBHOOK_CONN = "GRU4REC_ALERT_WEBHOOK_CONN_ID"
+DEADLINE = "GRU4REC_ALERT_DEADLINE_S"
+DEADLINE_S = 15.0  # all channels together: within Airflow's task_success_overtime (20 s)
+PER_CHANNEL_S = 10.0
 
 
 def alert_from_context(context) -> dict:
@@ -52,18 +59,33 @@ def alert_from_context(context) -> dict:
     lake = Lake.resolved(params.get("lake") or default_root(), params.get("quality_root") or "")
     error = context.get("exception")
     reason = str(error) if error is not None else "no exception recorded"
-    gate = "data quality / input failure" in reason or "QualityGateError" in reason
+    task_id = getattr(ti, "task_id", None) or ""
+    if task_id.startswith("validate_") and "data quality / input failure" in reason:
+        kind = "data quality gate failed"
+    elif "data quality / input failure" in reason or type(error).__name__ == (
+        "AirflowFailException"
+    ):
+        kind = "failed on its input or configuration (not retried)"
+    else:
+        kind = "task failed after its retries"
+    report = lake.run_report(day) if day != "unknown" and lake.is_local else None
+    published = None
+    if day != "unknown" and lake.is_local:
+        record = Path(lake.publish_record(day))
+        published = record.exists()
     return {
         "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None),
         "run_id": context.get("run_id"),
         "date": day,
         "task": getattr(ti, "task_id", None),
         "try": getattr(ti, "try_number", None),
-        "kind": "data quality gate failed" if gate else "task failed after its retries",
+        "kind": kind,
         "reason": reason,
-        "run_report": lake.run_report(day) if day != "unknown" else None,
+        "run_report": report if report and Path(report).exists() else None,
+        "published": published,
         "alerted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "_lake": lake.root,
+        "_quality": lake.quality_root,
     }
 
 
@@ -80,8 +102,17 @@ def body(alert: dict) -> str:
         "Why:",
         f"  {alert['reason']}",
         "",
-        "Nothing after this task ran tonight; the previous recommendations stay published.",
+        "The tasks after it did not run.",
     ]
+    if alert.get("published"):
+        lines.append(
+            f"Recommendations for {alert['date']} were published before this failure and stay "
+            "as they are."
+        )
+    elif alert.get("published") is False:
+        lines.append(
+            f"No recommendations for {alert['date']} are published; earlier days' stay as they are."
+        )
     if alert.get("run_report"):
         lines += ["", f"Run report: {alert['run_report']}"]
     return "\n".join(lines) + "\n"
@@ -102,12 +133,39 @@ def deliver(alert: dict, env=os.environ, get_connection=None) -> dict:
     except OSError as exc:
         done["file"] = f"failed: {type(exc).__name__}"
     get_connection = get_connection or _connection
+    sends = {}
+    if conn_id := env.get(WEBHOOK_CONN):  # first: the quicker channel
+        sends["webhook"] = lambda: _webhook(public, get_connection(conn_id))
     if recipients := [r.strip() for r in env.get(EMAIL_TO, "").split(",") if r.strip()]:
-        done["email"] = _guard("email", lambda: _email(alert, recipients, get_connection(
-            env.get(SMTP_CONN) or "smtp_default")))  # fmt: skip
-    if conn_id := env.get(WEBHOOK_CONN):
-        done["webhook"] = _guard("webhook", lambda: _webhook(public, get_connection(conn_id)))
+        smtp_id = env.get(SMTP_CONN) or "smtp_default"
+        sends["email"] = lambda: _email(alert, recipients, get_connection(smtp_id))
+    done.update(_send_all(sends, float(env.get(DEADLINE, DEADLINE_S))))
     return done
+
+
+def _send_all(sends: dict, deadline_s: float) -> dict:
+    """Every channel at once, each in its own thread, all within `deadline_s` in total: a
+    failing task's process is ended soon after it reports (Airflow's task_success_overtime,
+    20 s by default), so no channel may wait on another or hang past the deadline."""
+    import threading
+    import time
+
+    results: dict = {}
+
+    def run(name, send) -> None:
+        results[name] = _guard(name, send)
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in sends.items()]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + deadline_s
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    for name in sends:
+        if name not in results:
+            log.warning("alert not sent by %s: no answer within %.0f s", name, deadline_s)
+            results[name] = "failed: timeout"
+    return results
 
 
 def default_alerts_file(lake_root: str, env=os.environ) -> str:
@@ -133,18 +191,30 @@ def _connection(conn_id: str):
 
 
 def _email(alert: dict, recipients: list[str], conn) -> None:
+    """Over SMTP; TLS certificates are verified; a password is only sent over TLS unless the
+    connection's extra says `"allow_plain_login": true` (a relay on a trusted network)."""
+    import socket
+    import ssl
+
     extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
     msg = EmailMessage()
     msg["Subject"] = subject(alert)
-    msg["From"] = extra.get("from_email") or conn.login or "gru4rec-pipeline@localhost"
+    msg["From"] = extra.get("from_email") or f"gru4rec-pipeline@{socket.gethostname()}"
     msg["To"] = ", ".join(recipients)
     msg.set_content(body(alert))
-    timeout = float(extra.get("timeout", 30))
-    smtp_class = smtplib.SMTP_SSL if extra.get("ssl") else smtplib.SMTP
-    with smtp_class(conn.host, int(conn.port or 25), timeout=timeout) as smtp:
+    timeout = float(extra.get("timeout", PER_CHANNEL_S))
+    tls = ssl.create_default_context()
+    port = int(conn.port or (465 if extra.get("ssl") else 25))
+    if extra.get("ssl"):
+        smtp = smtplib.SMTP_SSL(conn.host, port, timeout=timeout, context=tls)
+    else:
+        smtp = smtplib.SMTP(conn.host, port, timeout=timeout)
+    with smtp:
         if extra.get("starttls"):
-            smtp.starttls()
+            smtp.starttls(context=tls)
         if conn.login:
+            if not (extra.get("ssl") or extra.get("starttls") or extra.get("allow_plain_login")):
+                raise PermissionError("refusing to send the SMTP password without TLS")
             smtp.login(conn.login, conn.password or "")
         smtp.send_message(msg)
 
@@ -163,13 +233,14 @@ def webhook_url(conn) -> str:
 
 def _webhook(alert: dict, conn) -> None:
     url = webhook_url(conn)
+    payload = {**alert, "text": f"{subject(alert)}: {alert['reason']}"}  # chat webhooks
     request = urllib.request.Request(
         url,
-        data=json.dumps(alert).encode(),
+        data=json.dumps(payload).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=PER_CHANNEL_S) as response:
         if response.status >= 300:
             raise OSError(f"HTTP {response.status}")
 
@@ -183,4 +254,20 @@ class NightAlert(BaseNotifier):
         except Exception as exc:  # noqa: BLE001 - an alert about the alert, not silence
             log.error("ALERT a task failed, and building its alert failed too: %s", exc)
             return
+        if alert.get("run_report") is None and alert["date"] != "unknown":
+            alert = _with_report(alert)
         deliver(alert)
+
+
+def _with_report(alert: dict) -> dict:
+    """A night that failed before any report was written gets one now (best effort), so the
+    alert's link works and the trends page lists the night."""
+    from jobs.common.lake import Lake
+    from jobs.nightly.report import write_run_report
+
+    try:
+        page = write_run_report(Lake(alert["_lake"], alert["_quality"]), alert["date"])
+    except Exception as exc:  # noqa: BLE001 - the alert goes out without the link
+        log.warning("no run report for the alert: %s", type(exc).__name__)
+        return alert
+    return {**alert, "run_report": str(page) if page else None}

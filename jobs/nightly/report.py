@@ -66,11 +66,13 @@ def _timing(lake: Lake, day: str) -> dict | None:
     first task) to now; once the lease is given back, what the last report recorded."""
     import time
 
-    from jobs.common.locks import DateLease
+    from jobs.common.locks import OWNER_ENV, DateLease, stale_seconds
 
-    held = DateLease(lake, day).holder()
-    if held and held.get("since"):
-        now = time.time()
+    held = DateLease(lake, day).holder() or {}
+    now = time.time()
+    ours = held.get("owner") and held.get("owner") == os.environ.get(OWNER_ENV)
+    live = now - float(held.get("heartbeat", 0)) < stale_seconds()
+    if ours and live and held.get("since"):  # this run's own, live lease
         return {"started": held["since"], "updated": now, "seconds": round(now - held["since"], 1)}
     return (_load(Path(lake.run_state(day))) or {}).get("timing")
 
@@ -108,18 +110,21 @@ def verdict(state: dict) -> dict:
         for suite, res in state["suites"].items()
         if res is not None and not res["success"]
     ]
-    if pub is not None:
+    accepted = set((state.get("build_datasets") or {}).get("accepted_days") or [])
+    if pub is not None and (not failed or state["date"] in accepted):
         why = (
             f"{pub.get('sessions')} sessions, {pub.get('rows')} rows, scored by "
             f"{pub.get('model_version')}"
         )
         if failed:
-            why += "; earlier failures were accepted by an operator"
+            why += "; the failed gates of this day were accepted by an operator"
         return {"published": True, "headline": "Recommendations published", "why": why}
     if failed:
         suite, expectations = failed[0]
         named = "; ".join(expectations[:3]) + (" ..." if len(expectations) > 3 else "")
         why = f"the quality gate '{suite}' failed: {named or 'see below'}"
+        if pub is not None:  # a rerun that failed: what an earlier run published stays
+            why += f" (the version published earlier, at {pub.get('published_at')}, stays as it is)"
     elif promo is not None and not promo.get("serving_model"):
         why = f"no model serves this date: {promo.get('reason')}"
     elif promo is None:
@@ -300,5 +305,12 @@ def write_run_report(lake: Lake, day: str) -> Path | None:
     state = run_state(lake, str(day))
     write_json_atomic(lake.run_state(day), state)
     page = write_text_atomic(lake.run_report(day), render(state, Path(lake.quality_day(day))))
-    write_trends(lake)  # the lake's page across nights: quality/index.html
+    try:  # the lake's page across nights (quality/index.html) never hides tonight's report
+        write_trends(lake)
+    except Exception as exc:  # noqa: BLE001 - logged; the next report refreshes it
+        import logging
+
+        logging.getLogger("jobs.report").warning(
+            "trends page not refreshed: %s: %s", type(exc).__name__, exc
+        )
     return page

@@ -70,7 +70,7 @@ def nights(lake: Lake) -> list[dict]:
     for path in sorted(Path(lake.quality_root).glob("dt=*/run.json")):
         try:
             out.append(night_row(json.loads(path.read_text())))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # a run.json being rewritten or from another version: skipped this time
     return out
 

@@ -5,6 +5,7 @@ line installs, with every such distribution pinned in constraints.txt), every co
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import importlib.util
 import posixpath
@@ -27,6 +28,7 @@ EXECUTORS = {
 }
 URL_SCHEMES = {
     "postgresql+psycopg2://": "psycopg2",
+    "postgresql://": "psycopg2",  # SQLAlchemy's default Postgres driver
     "db+postgresql://": "psycopg2",  # Celery's result backend through SQLAlchemy
     "redis://": "redis",
 }
@@ -119,13 +121,16 @@ def image_distributions(dockerfile: str) -> set[str]:
     return found
 
 
+@functools.cache
 def providing_distribution(module: str) -> str | None:
     """The installed distribution whose files include `module`'s source, or None."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         return None
     origin = Path(spec.origin).resolve()
-    for dist in md.distributions():
+    candidates = md.packages_distributions().get(module.split(".")[0], [])
+    for name in candidates:
+        dist = md.distribution(name)
         for f in dist.files or []:
             same_name = str(f).endswith(".py") and origin.name == Path(str(f)).name
             if same_name and Path(dist.locate_file(f)).resolve() == origin:
@@ -159,9 +164,41 @@ def named_modules(texts: dict[str, str]) -> set[tuple[str, str, str]]:
     return out
 
 
+# URL schemes that name no Python module in the image (services, Spark masters, storage).
+PLAIN_SCHEMES = {"http", "https", "k8s", "spark", "s3a", "file", "hdfs"}
+
+
+def unknown_names(texts: dict[str, str]) -> list[str]:
+    """Executors and URL schemes the manifests use that this check has no module for: a
+    new one must be added to the tables above, or it would pass unchecked."""
+    out = []
+    for name, text in texts.items():
+        for executor in sorted(set(re.findall(r"\b(\w+Executor)\b", text)) - set(EXECUTORS)):
+            out.append(f"{name} uses {executor}, which this check does not know")
+        for scheme in sorted(set(re.findall(r"\b([a-z][\w+.-]*)://", text))):
+            if scheme not in PLAIN_SCHEMES and f"{scheme}://" not in URL_SCHEMES:
+                out.append(f"{name} uses {scheme}:// URLs, which this check does not know")
+    return out
+
+
+def untracked_copies(dockerfile: str) -> list[str]:
+    """COPY sources git does not track (a clean clone, which builds the image, lacks them)."""
+    import subprocess
+
+    out = []
+    for word, args in _instructions(dockerfile):
+        if word == "COPY" and not args.startswith("--from"):
+            for src in shlex.split(args)[:-1]:
+                tracked = subprocess.run(["git", "ls-files", "--", src], cwd=ROOT,
+                                         capture_output=True, text=True).stdout  # fmt: skip
+                if not tracked.strip():
+                    out.append(f"the Dockerfile copies {src}, which git does not track")
+    return out
+
+
 def missing_from_image(dockerfile: str, texts: dict[str, str]) -> list[str]:
     """What the manifests name that the image would not have, each said plainly."""
-    problems = []
+    problems = unknown_names(texts) + untracked_copies(dockerfile)
     files = image_files(dockerfile)
     for name, path in sorted(named_paths(texts, project_dir(dockerfile))):
         if path not in files:
@@ -204,8 +241,15 @@ def test_every_path_and_module_the_manifests_name_is_in_the_image():
          "apache-airflow-providers-celery, which the image's pip line does not install"),
         (lambda d: d.replace('".[deploy]"', '".[celery,postgres]"'),
          "uses KubernetesExecutor"),
+        (lambda d: d + "ENV AIRFLOW__CORE__EXECUTOR=EdgeExecutor\n",
+         "uses EdgeExecutor, which this check does not know"),
+        (lambda d: d + "ENV BROKER=amqp://rabbit:5672\n",
+         "uses amqp:// URLs, which this check does not know"),
+        (lambda d: d.replace("COPY infra/k8s ./infra/k8s", "COPY infra/k8s/nope.yaml ./x"),
+         "copies infra/k8s/nope.yaml, which git does not track"),
     ],
-    ids=["a file not copied", "no providers", "no kubernetes provider"],
+    ids=["a file not copied", "no providers", "no kubernetes provider", "unknown executor",
+         "unknown broker", "untracked source"],
 )  # fmt: skip
 def test_a_manifest_naming_what_the_image_lacks_is_caught(edit, expected):
     texts = manifests()

@@ -110,3 +110,48 @@ def test_the_trends_page_has_a_row_and_a_point_per_night_and_working_links(tmp_p
     assert recall.count("<circle") == 6  # GRU4Rec and the best baseline, three nights each
     for link in re.findall(r'href="([^"]+)"', page):  # every link leads to a file
         assert (quality / link).is_file(), link
+
+
+def test_a_rerun_that_fails_its_gate_does_not_claim_a_publish_or_an_acceptance(tmp_path):
+    """D was published by an earlier run; tonight's rerun of D fails a gate. The verdict
+    says nothing new was published and that the earlier version stays; only a day an
+    operator accepted reads as published despite its failed gate."""
+    lake = Lake(str(tmp_path / "lake"))
+    day = "2026-01-04"
+    _night(lake, day, 500, {}, 90)
+    _write(lake.publish_record(day), {"sessions": 90, "rows": 1800, "model_version": "v-1",
+                                      "published_at": "2026-01-05T03:40:00"})  # fmt: skip
+    _write(lake.suite_result(day, "sessions"), {"success": False, "failed": ["x(sessions)"]})
+    page = Path(write_run_report(lake, day)).read_text()
+    verdict = page.split('class="verdict"')[1].split("</p>")[0]
+    assert "Nothing published" in verdict and "the quality gate &#39;sessions&#39;" in verdict
+    assert "published earlier, at 2026-01-05T03:40:00, stays" in verdict
+    assert "accepted" not in verdict
+    _write(lake.datasets_summary(day), {"accepted_days": [day], "splits": {}})
+    page = Path(write_run_report(lake, day)).read_text()
+    verdict = page.split('class="verdict"')[1].split("</p>")[0]
+    assert "Recommendations published" in verdict and "accepted by an operator" in verdict
+
+
+def test_the_night_is_timed_only_from_its_own_live_lease(tmp_path, monkeypatch):
+    import time
+
+    from jobs.common.locks import OWNER_ENV, DateLease
+
+    lake = Lake(str(tmp_path / "lake"))
+    day = "2026-01-04"
+    _night(lake, day, 500, {}, 90)
+    lease = DateLease(lake, day)
+    lease.acquire("airflow:other-run")
+    monkeypatch.setenv(OWNER_ENV, "airflow:this-run")
+    write_run_report(lake, day)
+    assert json.loads(Path(lake.run_state(day)).read_text())["timing"] is None  # not ours
+    lease.release("airflow:other-run")
+    lease.acquire("airflow:this-run")
+    time.sleep(0.2)
+    write_run_report(lake, day)
+    timing = json.loads(Path(lake.run_state(day)).read_text())["timing"]
+    assert 0.2 <= timing["seconds"] < 60
+    lease.release("airflow:this-run")
+    write_run_report(lake, day)  # after the run: what the last report recorded stays
+    assert json.loads(Path(lake.run_state(day)).read_text())["timing"] == timing
