@@ -125,7 +125,7 @@ def _run(cmd) -> str:
 def _gate(night: Night, dataset: str) -> None:
     """A Spark-side quality gate; the run reports of the days it validated are refreshed."""
     from jobs.common.timeutil import days_before
-    from jobs.nightly.report import write_run_report
+    from jobs.nightly.report import write_run_reports
     from jobs.nightly.runner import last_json
 
     try:
@@ -135,12 +135,7 @@ def _gate(night: Night, dataset: str) -> None:
             _run(commands.validate(night, dataset))
     finally:  # the report must never hide the gate's own verdict
         day = dt.date.fromisoformat(night.day)
-        for d in [*days_before(day, night.datasets.window_days), day]:
-            try:
-                if os.path.isdir(night.lake.quality_day(d)):
-                    write_run_report(night.lake, str(d))
-            except Exception as exc:  # noqa: BLE001 - the gate's verdict is what counts
-                print(f"run report of {d} not refreshed: {type(exc).__name__}: {exc}")
+        write_run_reports(night.lake, [*days_before(day, night.datasets.window_days), day])
 
 
 @dag(

@@ -149,11 +149,10 @@ def bucket_bounds(dataset, max_events: int, max_buckets: int = MAX_BUCKETS) -> l
         return []
     step = max(1, total // (n * SAMPLE_PER_BUCKET))
     picked, at = [], 0
-    for path in sorted(dataset.files):
-        for batch in pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=["session_id"]):
-            rows = np.arange((-at) % step, batch.num_rows, step)
-            picked.append(batch.column(0).take(pa.array(rows)).cast(pa.string()).drop_null())
-            at += batch.num_rows
+    for batch in _batches(dataset, pa.schema([("session_id", pa.string())])):
+        rows = np.arange((-at) % step, batch.num_rows, step)
+        picked.append(batch.column(0).take(pa.array(rows)))
+        at += batch.num_rows
     sample = pa.concat_arrays(picked)
     sample = sample.take(pc.sort_indices(sample)).to_pylist()
     bounds = {sample[len(sample) * i // n] for i in range(1, n)}

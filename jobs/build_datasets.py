@@ -327,9 +327,8 @@ def run_build_datasets(
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = base_parser("python -m jobs.build_datasets", __doc__.splitlines()[0])
-    parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
+def add_window_arguments(parser) -> None:
+    """--window-days, --test-days, --valid-days, their defaults from DatasetSettings."""
     defaults = DatasetSettings()
     parser.add_argument(
         "--window-days",
@@ -346,6 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=defaults.valid_days,
         help="days before the test days for validation (train_tr is train without them)",
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser("python -m jobs.build_datasets", __doc__.splitlines()[0])
+    parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
+    add_window_arguments(parser)
+    defaults = DatasetSettings()
     parser.add_argument(
         "--min-session-length",
         type=int,

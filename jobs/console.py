@@ -42,15 +42,15 @@ def nightly() -> None:
     _run("jobs.nightly.steps")
 
 
-def backtest() -> None:
-    from jobs.nightly.backtest import main
-
+def _script(module: str) -> None:
+    """A command whose `main` handles its own errors (as its `python -m` does)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    raise SystemExit(main())
+    raise SystemExit(importlib.import_module(module).main())
+
+
+def backtest() -> None:
+    _script("jobs.nightly.backtest")
 
 
 def demo() -> None:
-    from jobs.dev.demo import main
-
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    raise SystemExit(main())
+    _script("jobs.dev.demo")

@@ -120,15 +120,19 @@ def run_popularity(
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = base_parser("python -m jobs.popularity", __doc__.splitlines()[0])
-    parser.add_argument("--date", type=parse_date, required=True, help="dataset run date")
+def add_alpha_argument(parser) -> None:
     parser.add_argument(
         "--alpha",
         type=float,
         default=PopularitySettings.alpha,
-        help="sampling exponent: 0 uniform, 1 popularity",
+        help="negative-sampling exponent: 0 uniform, 1 popularity",
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser("python -m jobs.popularity", __doc__.splitlines()[0])
+    parser.add_argument("--date", type=parse_date, required=True, help="dataset run date")
+    add_alpha_argument(parser)
     parser.add_argument(
         "--quality-root", help="with --then-validate: where quality/dt=D is; default <lake>/quality"
     )

@@ -9,13 +9,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from jobs.build_datasets import run_build_datasets
+from jobs.build_datasets import add_window_arguments, run_build_datasets
 from jobs.common.cli import base_parser, parse_date, run_main, setup_logging
 from jobs.common.lake import Lake
 from jobs.common.settings import DatasetSettings, PopularitySettings, SessionizeSettings
 from jobs.common.spark import get_spark
 from jobs.ingest import run_ingest
-from jobs.popularity import run_popularity
+from jobs.popularity import add_alpha_argument, run_popularity
 from jobs.sessionize import add_settings_arguments, run_sessionize, settings_from_args
 from jobs.sources import PRESETS, load_mapping
 
@@ -56,30 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a known source's column mapping")
     parser.add_argument("--mapping", help="JSON file with SourceMapping keys")
     parser.add_argument("--date", type=parse_date, required=True, help="last day of the window")
-    parser.add_argument(
-        "--window-days",
-        type=int,
-        default=DatasetSettings.window_days,
-        help="days of sessions in the training window, ending with --date",
-    )
-    parser.add_argument(
-        "--test-days",
-        type=int,
-        default=DatasetSettings.test_days,
-        help="last days of the window for test",
-    )
-    parser.add_argument(
-        "--valid-days",
-        type=int,
-        default=DatasetSettings.valid_days,
-        help="days before the test days for validation",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=PopularitySettings.alpha,
-        help="negative-sampling exponent: 0 uniform, 1 popularity",
-    )
+    add_window_arguments(parser)
+    add_alpha_argument(parser)
     add_settings_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

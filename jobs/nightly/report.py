@@ -11,6 +11,7 @@ Reads local files only (the lake root and the quality root must be local or moun
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from jobs.common import contracts as C
 from jobs.common.lake import Lake
 from jobs.common.localfs import write_json_atomic, write_text_atomic
 from jobs.common.templating import render as render_template
+
+log = logging.getLogger("jobs.report")
 
 PUBLISH_FIELDS = ("path", "sessions", "rows", "fallback_sessions", "model_version", "published_at")
 
@@ -296,21 +299,38 @@ def render(state: dict, quality_dir: Path) -> str:
     )
 
 
-def write_run_report(lake: Lake, day: str) -> Path | None:
-    """Refresh `quality/dt=D/report.html` (and `run.json`); None when the roots are not local."""
+def write_run_report(lake: Lake, day: str, trends: bool = True) -> Path | None:
+    """Refresh `quality/dt=D/report.html` (and `run.json`), then (`trends`) the lake's page
+    across nights; None when the roots are not local."""
     if not lake.is_local:
         return None
-    from jobs.nightly.trends import write_trends
-
     state = run_state(lake, str(day))
     write_json_atomic(lake.run_state(day), state)
     page = write_text_atomic(lake.run_report(day), render(state, Path(lake.quality_day(day))))
-    try:  # the lake's page across nights (quality/index.html) never hides tonight's report
+    if trends:
+        _refresh_trends(lake)
+    return page
+
+
+def write_run_reports(lake: Lake, days) -> None:
+    """Refresh the run reports of those `days` that have a quality directory, each on its own
+    (one that cannot be written is logged, the others still are), then the trends page once."""
+    if not lake.is_local:
+        return
+    for d in days:
+        try:
+            if os.path.isdir(lake.quality_day(d)):
+                write_run_report(lake, str(d), trends=False)
+        except Exception as exc:  # noqa: BLE001 - a gate's verdict must never be hidden
+            log.warning("run report of %s not refreshed: %s: %s", d, type(exc).__name__, exc)
+    _refresh_trends(lake)
+
+
+def _refresh_trends(lake: Lake) -> None:
+    """quality/index.html; a failure is logged and never hides a night's own report."""
+    from jobs.nightly.trends import write_trends
+
+    try:
         write_trends(lake)
     except Exception as exc:  # noqa: BLE001 - logged; the next report refreshes it
-        import logging
-
-        logging.getLogger("jobs.report").warning(
-            "trends page not refreshed: %s: %s", type(exc).__name__, exc
-        )
-    return page
+        log.warning("trends page not refreshed: %s: %s", type(exc).__name__, exc)

@@ -155,3 +155,18 @@ def test_the_night_is_timed_only_from_its_own_live_lease(tmp_path, monkeypatch):
     lease.release("airflow:this-run")
     write_run_report(lake, day)  # after the run: what the last report recorded stays
     assert json.loads(Path(lake.run_state(day)).read_text())["timing"] == timing
+
+
+def test_a_gate_refreshes_each_days_report_on_its_own_and_the_trends_page_once(tmp_path):
+    from jobs.nightly.report import write_run_reports
+
+    lake = Lake(str(tmp_path / "lake"))
+    for day in ("2026-01-01", "2026-01-02"):
+        _night(lake, day, 500, {}, 90)
+        _write(lake.suite_result(day, "sessions"), {"success": True, "failed": []})
+    Path(lake.run_report("2026-01-01")).mkdir(parents=True)  # this day's report cannot be written
+    write_run_reports(lake, ["2025-12-31", "2026-01-01", "2026-01-02"])  # 12-31: no data
+    assert Path(lake.run_report("2026-01-02")).is_file()
+    assert not Path(lake.quality_day("2025-12-31")).exists()
+    page = (Path(lake.quality_root) / "index.html").read_text()
+    assert "<tr><td>2026-01-02</td>" in page and "<tr><td>2026-01-01</td>" in page
