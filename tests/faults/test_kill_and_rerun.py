@@ -204,7 +204,10 @@ def outputs(step: str, driver: Driver) -> dict:
         return {s: _verdicts(lake, s) for s in suites}
     if step == "build_datasets":
         run = Path(n.lake.datasets_run(n.day))
+        # the splits, and (built in the same application, --then-popularity) items/ and
+        # popularity/, which the splits' directory also holds
         splits = {p.name: _rows(p) for p in sorted(run.iterdir()) if p.is_dir()}
+        assert {"items", "popularity"} <= set(splits), sorted(splits)
         return {
             "splits": splits,
             "summary": _clean(json.loads(Path(n.lake.datasets_summary(n.day)).read_text())),
