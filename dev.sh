@@ -37,15 +37,27 @@ ensure_venv() {
   touch "$VENV/.installed"
 }
 
+ensure_docs_assets() {
+  # The Data Docs' scripts and styles, from the npm registry (pinned, sha512-checked), so the
+  # quality reports render with no network. Without them the reports load them from CDNs.
+  "$PY" -m jobs.quality.docs_assets check >/dev/null 2>&1 \
+    || "$PY" -m jobs.quality.docs_assets fetch \
+    || echo "dev.sh: Data Docs assets not fetched; the reports will need the network" >&2
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
   demo)
     ensure_venv
+    ensure_docs_assets
     exec "$PY" -m jobs.dev.demo "$@"
     ;;
   test)
     ensure_venv
+    ensure_docs_assets
+    # the servers and the browser the deployment and browser tests start (Debian packages)
+    infra/local/packages.sh
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     # Two workers (TEST_WORKERS=0: one process), a module at a time, in the order collected
