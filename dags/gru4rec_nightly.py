@@ -94,8 +94,11 @@ def _night(context) -> Night:
     from jobs.common.errors import PipelineError
 
     start = context.get("data_interval_start")
-    if start is None:
-        start = context["logical_date"] - dt.timedelta(days=1)
+    end = context.get("data_interval_end")
+    if start is None or (end is not None and start >= end):
+        # no interval (GRU4REC_SCHEDULE=none: runs triggered from outside): the day before
+        # the logical date, as a scheduled run of the same logical date would process
+        start = (end or context["logical_date"]) - dt.timedelta(days=1)
     try:
         night = Night.from_params(dict(context["params"]), start.date())
     except PipelineError as exc:  # a bad param: retrying cannot help
@@ -138,16 +141,22 @@ def _gate(night: Night, dataset: str) -> None:
         write_run_reports(night.lake, [*days_before(day, night.datasets.window_days), day])
 
 
+def _schedule():
+    """Nightly at 03:00 UTC by default (GRU4REC_SCHEDULE: another cron); the data interval is
+    the 24 hours before, whose start date is D. `none`: never scheduled, only triggered (an
+    external orchestrator, the REST API); a run then processes the day before its logical
+    date, like a scheduled one."""
+    cron = os.environ.get("GRU4REC_SCHEDULE", "0 3 * * *").strip()
+    if cron.lower() in ("none", ""):
+        return None
+    return CronTriggerTimetable(cron, timezone="UTC", interval=dt.timedelta(days=1))
+
+
 @dag(
     dag_id="gru4rec_nightly",
     description="Nightly GRU4Rec retraining and batch recommendations with quality gates",
     doc_md=DOC,
-    # Nightly at 03:00 UTC; the data interval is the 24 hours before, whose start date is D.
-    schedule=CronTriggerTimetable(
-        os.environ.get("GRU4REC_SCHEDULE", "0 3 * * *"),
-        timezone="UTC",
-        interval=dt.timedelta(days=1),
-    ),
+    schedule=_schedule(),
     # Early, so backfills of historical data (and tests on old samples) can run; catchup is off.
     start_date=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
     catchup=False,

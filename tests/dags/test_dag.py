@@ -148,3 +148,33 @@ def test_every_task_alerts_people_when_it_fails_for_good(dag):
         callbacks = task.on_failure_callback
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         assert any(isinstance(c, NightAlert) for c in callbacks), task.task_id
+
+
+def test_an_unscheduled_deployment_processes_the_day_before_the_logical_date(dag, monkeypatch):
+    """GRU4REC_SCHEDULE=none (runs triggered through the REST API): no schedule, and D is the
+    day before the logical date, the same D a scheduled run of that date processes."""
+    import sys
+
+    module = sys.modules["dags.gru4rec_nightly"]
+    monkeypatch.setenv("GRU4REC_RUN_OWNER", "test")  # _night sets it: restored afterwards
+    monkeypatch.setenv("GRU4REC_SCHEDULE", "none")
+    assert module._schedule() is None
+    monkeypatch.setenv("GRU4REC_SCHEDULE", "30 1 * * *")
+    assert attrs_of(module._schedule())["expression"] == "30 1 * * *"
+
+    def night(start, end, logical):
+        ctx = {"data_interval_start": start, "data_interval_end": end, "logical_date": logical,
+               "params": dict(dag.params), "dag": dag, "run_id": "manual__x"}  # fmt: skip
+        return module._night(ctx).day
+
+    at = dt.datetime(2014, 4, 7, tzinfo=dt.UTC)
+    day = dt.timedelta(days=1)
+    assert night(at - day, at, at) == "2014-04-06"  # the cron timetable's interval
+    assert night(at, at, at) == "2014-04-06"  # no schedule: an interval of no length
+    assert night(None, None, at) == "2014-04-06"
+
+
+def attrs_of(timetable) -> dict:
+    import attrs
+
+    return attrs.asdict(timetable)

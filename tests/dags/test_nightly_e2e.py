@@ -404,3 +404,52 @@ def test_the_trends_page_shows_every_night_of_the_lake(nightly):
     assert page.count("<polyline") >= 6 and "no data yet" not in page
     for link in re.findall(r'href="([^"]+)"', page):
         assert (quality / link).is_file(), link
+
+
+def test_trends_reports_and_data_docs_in_a_browser_with_no_network(nightly, tmp_path):
+    """The lake's pages as people open them: headless Chromium, no network. The trends page
+    draws every chart with a point per night; each link opens a page that renders (a run
+    report with its verdict, Data Docs with their table built by their scripts)."""
+    from tests.webdriver import Browser
+
+    artifacts = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+    trends = nightly["lake"] / "quality" / "index.html"
+    with Browser(tmp_path / "browser", height=1400) as b:
+        b.get(trends.as_uri())
+        b.wait("return document.readyState == 'complete'")
+        b.screenshot(artifacts / "trends.png")
+        charts = b.js(
+            "return Array.from(document.querySelectorAll('svg[role=img]'), s => {"
+            "  const r = s.getBoundingClientRect();"
+            "  const lines = Array.from(s.querySelectorAll('polyline'));"
+            "  return {name: s.getAttribute('aria-label'), w: r.width, h: r.height,"
+            "          points: Math.max(0, ...lines.map(l => l.points.numberOfItems)),"
+            "          drawn: lines.some(l => l.getBBox().width > 0)}; });"
+        )
+        assert len(charts) >= 6, charts
+        for c in charts:
+            assert c["w"] > 100 and c["h"] > 50 and c["drawn"], c
+        # several nights on the line: D1, D2 (and the corrupted D3 for its volume)
+        assert max(c["points"] for c in charts) >= 3, charts
+        rows = b.js(
+            "return Array.from(document.querySelectorAll('tbody tr'), r => r.cells[0].innerText)"
+        )
+        assert {D1, D2, D3} <= set(rows), rows
+        links = b.js("return Array.from(document.querySelectorAll('a[href]'), a => a.href)")
+        assert len(links) >= 6 and all(u.startswith("file://") for u in links), links
+        for url in links:
+            b.get(url)
+            text = b.wait("return document.readyState == 'complete' && document.body.innerText")
+            assert "ERR_FILE_NOT_FOUND" not in text, url
+            if url.endswith("report.html"):
+                assert re.search(r"published|not published|Not published", text), (url, text[:500])
+            else:
+                built = b.wait(
+                    "return typeof jQuery == 'function' && "
+                    "document.querySelectorAll('table tbody tr').length",
+                    what=f"the Data Docs table at {url}",
+                )
+                assert built >= 1, url
+        b.get(next(u for u in links if u.endswith(f"dt={D3}/report.html")))
+        b.wait("return document.readyState == 'complete'")
+        b.screenshot(artifacts / "run_report_failed_night.png")

@@ -1,0 +1,47 @@
+"""The API server's users for Airflow's SimpleAuthManager, from the environment.
+
+    AIRFLOW_ADMIN_PASSWORD=... python -m jobs.nightly.auth /opt/airflow/passwords.json
+
+writes `{"admin": <password>}` (mode 0600) to the file that
+`AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE` names, so the password comes from a secret
+(the compose `.env`, a Kubernetes Secret), never a command line or a log. Without the variable
+it refuses, rather than leaving Airflow to generate a password nobody knows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def write_passwords_file(path: str | os.PathLike, users: dict[str, str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(users, f)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: AIRFLOW_ADMIN_PASSWORD=... python -m jobs.nightly.auth PASSWORDS_FILE",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    password = os.environ.get("AIRFLOW_ADMIN_PASSWORD", "")
+    if not password or password == "change-me":
+        print("jobs.nightly.auth: AIRFLOW_ADMIN_PASSWORD expected (a secret of your own), found "
+              + ("the example's 'change-me'" if password else "none"), file=sys.stderr)  # fmt: skip
+        return 2
+    path = write_passwords_file(args[0], {"admin": password})
+    print(f"wrote the admin user's password to {path} (mode 0600)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
