@@ -275,9 +275,10 @@ def _install(quality_root: Path) -> Path | None:
 _warned: set[str] = set()
 
 
-def localize(site: Path, quality_root: Path) -> bool:
-    """Rewrite every page of the Data Docs `site` to load its assets from the quality root's
-    copy. False (pages unchanged, a warning logged once) when the assets were never fetched."""
+def localize(site: Path, quality_root: Path, since: float | None = None) -> bool:
+    """Rewrite the pages of the Data Docs `site` (those written at or after `since`, a
+    time.time(); default all) to load their assets from the quality root's copy. False
+    (pages unchanged, a warning logged once) when the assets were never fetched."""
     assets = _install(quality_root)
     if assets is None:
         key = str(assets_dir())
@@ -291,6 +292,8 @@ def localize(site: Path, quality_root: Path) -> bool:
             )
         return False
     for page in site.rglob("*.html"):
+        if since is not None and page.stat().st_mtime < since - 1:  # 1 s: coarse clocks
+            continue
         text = page.read_text(encoding="utf-8")
         new = _rewrite(text, page.parent, assets, site)
         if new != text:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from jobs.common.errors import PipelineError
@@ -169,14 +170,22 @@ class QualityStore:
         asset from its batch spec, which a dataframe asset leaves without one (the page said
         "Data asset: None"): the stored result gets it before the site is built. The pages
         then load their scripts and styles from the quality root (`docs_assets`), not CDNs."""
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+        )
+
         from jobs.quality.docs_assets import localize
 
         spec = result.meta.get("batch_spec")
         if isinstance(spec, dict) and not spec.get("data_asset_name"):
             result.meta["batch_spec"] = {**spec, "data_asset_name": asset_name}
             self.context.validation_results_store.set(key, result)
-        self.context.build_data_docs(site_names=["local_site"])
-        localize(self.docs_dir, self.root.parent)
+        # this result's page, its suite's page and the index (not every page of the day: a
+        # large day's recommendations gate writes one result per chunk)
+        since = time.time()
+        suite = ExpectationSuiteIdentifier(name=result.suite_name)
+        self.context.build_data_docs(site_names=["local_site"], resource_identifiers=[key, suite])
+        localize(self.docs_dir, self.root.parent, since=since)
 
 
 def _now():
