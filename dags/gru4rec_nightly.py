@@ -97,8 +97,10 @@ def _night(context) -> Night:
     end = context.get("data_interval_end")
     if start is None or (end is not None and start >= end):
         # no interval (GRU4REC_SCHEDULE=none: runs triggered from outside): the day before
-        # the logical date, as a scheduled run of the same logical date would process
-        start = (end or context["logical_date"]) - dt.timedelta(days=1)
+        # the logical date, as a scheduled run of the same logical date would process; a run
+        # triggered with no logical date at all processes the day before it was triggered
+        ref = end or context.get("logical_date") or context["dag_run"].run_after
+        start = ref - dt.timedelta(days=1)
     try:
         night = Night.from_params(dict(context["params"]), start.date())
     except PipelineError as exc:  # a bad param: retrying cannot help
@@ -147,8 +149,10 @@ def _schedule():
     external orchestrator, the REST API); a run then processes the day before its logical
     date, like a scheduled one."""
     cron = os.environ.get("GRU4REC_SCHEDULE", "0 3 * * *").strip()
-    if cron.lower() in ("none", ""):
+    if cron.lower() == "none":  # only when asked for by name
         return None
+    if not cron:  # never read as "no schedule": a night that silently stops running
+        raise ValueError("GRU4REC_SCHEDULE: expected a cron expression or 'none', found ''")
     return CronTriggerTimetable(cron, timezone="UTC", interval=dt.timedelta(days=1))
 
 

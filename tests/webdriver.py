@@ -11,15 +11,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from jobs.dev.stack import Service, _pdeathsig, _start_time, stop_services
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
 
@@ -56,7 +56,9 @@ class Browser:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_pdeathsig,  # noqa: PLW1509 - gone with the test run, however it ends
         )
+        self._started = _start_time(self._proc.pid)
         self.session = None
         try:
             self._wait_ready()
@@ -171,13 +173,8 @@ class Browser:
             with contextlib.suppress(OSError, WebDriverError):
                 self._call("DELETE", self._s(""), timeout=20)
             self.session = None
-        if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
+        # chromedriver and the browser it started (its session's processes)
+        stop_services([Service("chromedriver", self._proc, self._proc.pid, self._started, "")], 20)
         self._log.close()
 
     def __enter__(self) -> Browser:

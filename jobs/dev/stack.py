@@ -62,12 +62,56 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (tells a reused pid from ours)."""
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, session, ... starttime
+    (index 19)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a reused pid from ours)."""
+    stat = _stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
+
+
+def session_members(leader: int, started: str | None) -> list[int]:
+    """Every live process of the session `leader` started (each service starts one). A task
+    runner of a Celery worker has a process group of its own but stays in the worker's
+    session; a process that started before the leader is not ours (a reused session id)."""
+    if started is None:
+        return []
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(entry.name)
+        if (
+            stat
+            and len(stat) > 19
+            and stat[0] != "Z"  # a zombie is gone but for its parent's wait
+            and stat[3] == str(leader)
+            and int(stat[19]) >= int(started)
+        ):
+            members.append(int(entry.name))
+    return members
+
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+_LIBC = _libc()
+
+
+def _pdeathsig() -> None:
+    """In a child: SIGTERM when the process that started it dies (a test run killed by its
+    runner must not leave servers behind)."""
+    _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -81,7 +125,10 @@ class Service:
     def alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return _start_time(self.pid) == self.started
+        return self.started is not None and _start_time(self.pid) == self.started
+
+    def members(self) -> list[int]:
+        return session_members(self.pid, self.started)
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -117,6 +164,8 @@ class Stack:
     workers: tuple[tuple[str, str], ...] = DEFAULT_QUEUES
     spark: bool = True
     extra_env: dict = field(default_factory=dict)
+    # the servers end with the process that started them (tests); `up` leaves them running
+    tied_to_parent: bool = True
     services: list[Service] = field(default_factory=list)
     ports: dict = field(default_factory=dict)
 
@@ -182,11 +231,13 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stopped as a whole
+                start_new_session=True,  # its own session: stopped as a whole
+                preexec_fn=_pdeathsig if self.tied_to_parent else None,  # noqa: PLW1509
                 **kw,
             )
         svc = Service(name, proc, proc.pid, _start_time(proc.pid), str(log))
         self.services.append(svc)
+        self._write_state()  # at once: `down` stops whatever was started, even mid-start
         return svc
 
     def _postgres(self) -> None:
@@ -194,7 +245,8 @@ class Stack:
         as_root = os.geteuid() == 0
         # As root the server runs as `postgres`, in a folder only it can enter (pytest's and
         # the project's folders may be closed to it).
-        self._pg_dir = Path(tempfile.mkdtemp(prefix="gru4rec-pg-"))
+        self._pg_dir = Path(tempfile.mkdtemp(prefix="gru4rec-pg-", dir="/tmp"))
+        self._write_state()
         user = {}
         if as_root:
             pw = pwd.getpwnam("postgres")
@@ -456,8 +508,9 @@ class Stack:
 
     # -- stopping ----------------------------------------------------------------------------
     def _write_state(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         state = {
-            "api_url": self.api_url,
+            "api_url": self.api_url if "api" in self.ports else None,
             "ports": self.ports,
             "pg_dir": str(self._pg_dir) if self._pg_dir else None,
             "services": [
@@ -465,13 +518,16 @@ class Stack:
                 for s in self.services
             ],
         }
-        (self.root / "stack.json").write_text(json.dumps(state, indent=2) + "\n")
+        tmp = self.root / ".stack.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, self.root / "stack.json")
 
     def stop(self, grace: float = 30) -> list[str]:
-        """Stop every service by its process id (its process group), the workers and the
-        scheduler first, the servers last; returns the names of those that had to be
-        killed."""
-        killed = stop_services(reversed(self.services), grace)
+        """Stop every service by its session (the process it started and everything that
+        process started, task runners included): the workers first, then the scheduler and
+        dag-processor, the API server, Spark, and the servers last. Returns the names of those
+        that had to be killed."""
+        killed = stop_services(self.services, grace)
         if self._pg_dir is not None:
             shutil.rmtree(self._pg_dir, ignore_errors=True)
             self._pg_dir = None
@@ -486,31 +542,45 @@ class Stack:
         self.stop()
 
 
-def stop_services(services, grace: float = 30) -> list[str]:
-    services = [s for s in services if s.alive()]
-    for s in services:
+# Stopped in this order (a name not listed goes with the first tier): work before the
+# services it reports to, the servers last.
+_TIERS = (("scheduler", "dag-processor"), ("api-server",), ("spark-worker",), ("spark-master",),
+          ("redis",), ("postgres",))  # fmt: skip
+
+
+def _tier(name: str) -> int:
+    return next((i + 1 for i, names in enumerate(_TIERS) if name in names), 0)
+
+
+def _signal(pids, sig) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(s.pid, signal.SIGTERM)
+            os.kill(pid, sig)
+
+
+def stop_services(services, grace: float = 30) -> list[str]:
+    """SIGTERM to every process of each service's session, tier by tier, waiting up to
+    `grace` seconds a tier; SIGKILL to what is left. A service whose first process already
+    exited still has its session's leftovers stopped."""
     killed = []
-    deadline = time.monotonic() + grace
-    for s in services:
-        while s.alive() and time.monotonic() < deadline:
+    for tier in sorted({_tier(s.name) for s in services}):
+        group = [s for s in services if _tier(s.name) == tier]
+        for s in group:
+            _signal(s.members(), signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(s.members() for s in group):
+            for s in group:
+                if s.proc is not None:
+                    s.proc.poll()  # reap the first process: no zombie left to count
+            time.sleep(0.2)
+        for s in group:
+            left = s.members()
+            if left:
+                killed.append(s.name)
+                _signal(left, signal.SIGKILL)
             if s.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    s.proc.wait(timeout=0.5)
-            else:
-                time.sleep(0.2)
-        if s.alive():
-            killed.append(s.name)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(s.pid, signal.SIGKILL)
-            if s.proc is not None:
-                s.proc.wait()
-    # anything the group left behind (a task's child that set its own group is the task
-    # runner's to end; the group's members go with it)
-    for s in services:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(s.pid, signal.SIGKILL)
+                    s.proc.wait(timeout=10)
     return killed
 
 
@@ -521,8 +591,7 @@ def _down(root: Path) -> int:
         return 0
     state = json.loads(state_file.read_text())
     services = [
-        Service(x["name"], None, x["pid"], x["started"], x["log"])
-        for x in reversed(state["services"])
+        Service(x["name"], None, x["pid"], x["started"], x["log"]) for x in state["services"]
     ]
     killed = stop_services(services)
     if state.get("pg_dir"):
@@ -552,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     if (root / "stack.json").exists():
         print(f"a stack is already running under {root}: `down` it first", file=sys.stderr)
         return 1
-    stack = Stack(root, Path(args.lake) if args.lake else root / "lake")
+    stack = Stack(root, Path(args.lake) if args.lake else root / "lake", tied_to_parent=False)
     try:
         stack.start()
     except StackError as exc:

@@ -9,8 +9,8 @@ is empty (its table is built by bootstrap-table) and every page is unstyled. Her
   tarball against the sha512 pinned below, and keeps only the files the pages use, in
   `assets_dir()` (`GRU4REC_DOCS_ASSETS`, default `<python prefix>/share/gru4rec/docs-assets`).
 - `localize` (called after every Data Docs build) copies them once into the quality root
-  (`<quality root>/_assets/<set>/`, shared by every night's site) and rewrites each page of a
-  site to load them by relative paths, so the quality folder works from a file browser, a
+  (`<quality root>/_assets/<set>/`, shared by every night's site) and rewrites the pages just
+  built to load them by relative paths, so the quality folder works from a file browser, a
   static web server or a copy on a laptop.
 
 Where the assets were never fetched the pages keep their CDN links (they still work online)
@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tarfile
 import urllib.request
+import uuid
 from pathlib import Path, PurePosixPath
 
 log = logging.getLogger("jobs.quality")
@@ -172,6 +175,11 @@ _SRI = re.compile(r"\s+(?:integrity|crossorigin)=\"[^\"]*\"")
 _TAG = re.compile(r"<(?:script|link)\b[^>]*>")
 
 
+def _unique() -> str:
+    """A temporary name no other writer picks (hosts sharing the lake have their own pids)."""
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
 def _set_key() -> str:
     """The name of this asset set in a quality root: changes when a version changes."""
     text = repr(sorted(PACKAGES.items()))
@@ -227,8 +235,7 @@ def fetch(root: Path | None = None, registry: str | None = None, timeout: float 
     for name in missing(root):
         data = _download(name, registry, timeout)
         target = _package_dir(root, name)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = target.with_name(f".{target.name}.{_unique()}.tmp")
         kept = set()
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for member in tar.getmembers():
@@ -258,8 +265,10 @@ def _install(quality_root: Path) -> Path | None:
     source = assets_dir()
     if missing(source):
         return None
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if target.exists():  # an incomplete copy (a partial sync): set it aside, copy again
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(target, target.with_name(f".{target.name}.{_unique()}.incomplete"))
+    tmp = target.with_name(f".{target.name}.{_unique()}.tmp")
     for name in PACKAGES:
         shutil.copytree(_package_dir(source, name), tmp / _package_dir(source, name).name)
     (tmp / ".complete").write_text("\n".join(f"{n}@{v[0]}" for n, v in PACKAGES.items()) + "\n")
@@ -292,12 +301,15 @@ def localize(site: Path, quality_root: Path, since: float | None = None) -> bool
             )
         return False
     for page in site.rglob("*.html"):
-        if since is not None and page.stat().st_mtime < since - 1:  # 1 s: coarse clocks
+        try:
+            if since is not None and page.stat().st_mtime < since:
+                continue
+            text = page.read_text(encoding="utf-8")
+        except FileNotFoundError:  # removed meanwhile (a rerun's stale page)
             continue
-        text = page.read_text(encoding="utf-8")
         new = _rewrite(text, page.parent, assets, site)
         if new != text:
-            tmp = page.with_name(f".{page.name}.{os.getpid()}.tmp")
+            tmp = page.with_name(f".{page.name}.{_unique()}.tmp")
             tmp.write_text(new, encoding="utf-8")
             os.replace(tmp, page)
     return True

@@ -1,8 +1,9 @@
 """The per-night Great Expectations store: a file-backed context under `quality/dt=D/`.
 
-Every validation writes its result as JSON (`quality/dt=D/<suite>.json`) and rebuilds the
-day's Data Docs site (`quality/dt=D/data_docs/index.html`); a rerun replaces the suite's
-previous result. `raise_if_failed` is the gate: a failed suite stops the run.
+Every validation writes its result as JSON (`quality/dt=D/<suite>.json`) and adds its pages to
+the day's Data Docs site (`quality/dt=D/data_docs/index.html`: its result, its suite, the
+index; the pages load their scripts and styles from the quality root, `docs_assets`); a rerun
+replaces the suite's previous result. `raise_if_failed` is the gate: a failed suite stops the run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 from jobs.common.errors import PipelineError
@@ -143,7 +143,6 @@ class QualityStore:
             run_id=RunIdentifier(run_name=self.run_name, run_time=_now()),
         )
         key, result = next(iter(run.run_results.items()))
-        self._publish_docs(key, result, name)
         summary = {
             "suite": name,
             "success": bool(result.success),
@@ -155,7 +154,8 @@ class QualityStore:
             **(extra or {}),
             "result": result.to_json_dict(),
         }
-        write_json_atomic(self.root / f"{name}.json", summary)
+        write_json_atomic(self.root / f"{name}.json", summary)  # the verdict, before the pages
+        self._publish_docs(key, result, name)
         log.info(
             "suite %s: %s (%s/%s expectations passed)",
             name,
@@ -166,7 +166,7 @@ class QualityStore:
         return summary
 
     def _publish_docs(self, key, result, asset_name: str) -> None:
-        """Rebuild the day's Data Docs with this result. Data Docs read a validation's data
+        """Add this result to the day's Data Docs. Data Docs read a validation's data
         asset from its batch spec, which a dataframe asset leaves without one (the page said
         "Data asset: None"): the stored result gets it before the site is built. The pages
         then load their scripts and styles from the quality root (`docs_assets`), not CDNs."""
@@ -181,11 +181,19 @@ class QualityStore:
             result.meta["batch_spec"] = {**spec, "data_asset_name": asset_name}
             self.context.validation_results_store.set(key, result)
         # this result's page, its suite's page and the index (not every page of the day: a
-        # large day's recommendations gate writes one result per chunk)
-        since = time.time()
+        # large day's recommendations gate writes one result per chunk); the pages written
+        # from now on are those no older than a marker written now (the same file system's
+        # clock, whatever its time stamps' granularity)
+        self.docs_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.docs_dir / ".build"
+        marker.write_text("")
+        since = marker.stat().st_mtime
         suite = ExpectationSuiteIdentifier(name=result.suite_name)
         self.context.build_data_docs(site_names=["local_site"], resource_identifiers=[key, suite])
-        localize(self.docs_dir, self.root.parent, since=since)
+        try:
+            localize(self.docs_dir, self.root.parent, since=since)
+        except OSError as exc:  # the pages stay readable online; the verdict is unaffected
+            log.warning("Data Docs of %s keep their CDN links: %s", self.root, exc)
 
 
 def _now():

@@ -154,6 +154,7 @@ def test_an_unscheduled_deployment_processes_the_day_before_the_logical_date(dag
     """GRU4REC_SCHEDULE=none (runs triggered through the REST API): no schedule, and D is the
     day before the logical date, the same D a scheduled run of that date processes."""
     import sys
+    import types
 
     module = sys.modules["dags.gru4rec_nightly"]
     monkeypatch.setenv("GRU4REC_RUN_OWNER", "test")  # _night sets it: restored afterwards
@@ -162,9 +163,13 @@ def test_an_unscheduled_deployment_processes_the_day_before_the_logical_date(dag
     monkeypatch.setenv("GRU4REC_SCHEDULE", "30 1 * * *")
     assert attrs_of(module._schedule())["expression"] == "30 1 * * *"
 
-    def night(start, end, logical):
+    def night(start, end, logical, run_after=None):
         ctx = {"data_interval_start": start, "data_interval_end": end, "logical_date": logical,
-               "params": dict(dag.params), "dag": dag, "run_id": "manual__x"}  # fmt: skip
+               "params": dict(dag.params), "dag": dag, "run_id": "manual__x",
+               "dag_run": types.SimpleNamespace(run_after=run_after)}  # fmt: skip
+        if logical is None:  # a run triggered with no logical date: none of these keys
+            ctx = {k: v for k, v in ctx.items() if k not in ("logical_date", "data_interval_start",
+                                                             "data_interval_end")}  # fmt: skip
         return module._night(ctx).day
 
     at = dt.datetime(2014, 4, 7, tzinfo=dt.UTC)
@@ -172,6 +177,10 @@ def test_an_unscheduled_deployment_processes_the_day_before_the_logical_date(dag
     assert night(at - day, at, at) == "2014-04-06"  # the cron timetable's interval
     assert night(at, at, at) == "2014-04-06"  # no schedule: an interval of no length
     assert night(None, None, at) == "2014-04-06"
+    assert night(None, None, None, run_after=at + dt.timedelta(hours=5)) == "2014-04-06"
+    monkeypatch.setenv("GRU4REC_SCHEDULE", "")
+    with pytest.raises(ValueError):  # an empty value is not "no schedule"
+        module._schedule()
 
 
 def attrs_of(timetable) -> dict:

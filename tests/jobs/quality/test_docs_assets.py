@@ -123,7 +123,8 @@ def test_fetch_keeps_only_the_named_files_and_refuses_a_tarball_that_does_not_ma
         {
             "package/dist/x.min.js": b"x()",
             "package/src/big.js": b"source",
-            "package/../../escape.js": b"evil",
+            # inside a kept folder by prefix, out of the package by its parts
+            "package/webfonts/../../../escape.js": b"evil",
             "package/webfonts/a.woff2": b"font",
         }
     )
@@ -144,7 +145,8 @@ def test_fetch_keeps_only_the_named_files_and_refuses_a_tarball_that_does_not_ma
     )
     with pytest.raises(OSError, match=r"y@2\.0\.0 from .*expected sha512-A+==, found sha512-"):
         docs_assets.fetch(tmp_path / "assets", registry)
-    assert docs_assets.missing(tmp_path / "assets") == ["y"]  # nothing half-kept
+    assert docs_assets.missing(tmp_path / "assets") == ["y"]
+    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["@scope__x@1.0.0"]
 
 
 def test_data_docs_render_in_a_browser_with_no_network(site, tmp_path, monkeypatch):
@@ -154,6 +156,7 @@ def test_data_docs_render_in_a_browser_with_no_network(site, tmp_path, monkeypat
         # the browser really is offline: the CDN version loads none of its scripts
         b.get(cdn.docs_index.as_uri())
         b.wait("return document.readyState == 'complete'")
+        assert "Data Docs" in b.js("return document.body.innerText")  # the page itself opened
         assert b.js("return typeof jQuery") == "undefined"
         b.console()  # drop the failed loads' messages
         b.get(site.docs_index.as_uri())
