@@ -164,6 +164,15 @@ def named_modules(texts: dict[str, str]) -> set[tuple[str, str, str]]:
     return out
 
 
+def run_modules(texts: dict[str, str]) -> set[tuple[str, str]]:
+    """(manifest, module) for every `python -m <module>` of this project a manifest runs."""
+    return {
+        (name, m)
+        for name, text in texts.items()
+        for m in re.findall(r"python -m ((?:jobs|gru4rec|dags)(?:\.\w+)*)", text)
+    }
+
+
 # URL schemes that name no Python module in the image (services, Spark masters, storage).
 PLAIN_SCHEMES = {"http", "https", "k8s", "spark", "s3a", "file", "hdfs"}
 
@@ -203,6 +212,11 @@ def missing_from_image(dockerfile: str, texts: dict[str, str]) -> list[str]:
     for name, path in sorted(named_paths(texts, project_dir(dockerfile))):
         if path not in files:
             problems.append(f"{name} names {path}, which the Dockerfile does not copy")
+    project = project_dir(dockerfile)
+    for name, module in sorted(run_modules(texts)):
+        path = f"{project}/{module.replace('.', '/')}"
+        if f"{path}.py" not in files and f"{path}/__main__.py" not in files:
+            problems.append(f"{name} runs python -m {module}, which the image does not contain")
     dists = image_distributions(dockerfile)
     pins = {_norm(line.split("==")[0]) for line in (ROOT / "constraints.txt").read_text().split()
             if "==" in line}  # fmt: skip
@@ -226,6 +240,8 @@ def test_every_path_and_module_the_manifests_name_is_in_the_image():
         "/opt/gru4rec/dags",
         "/opt/gru4rec/infra/k8s/gpu-pod-template.yaml",
     }
+    assert ("infra/compose/docker-compose.yml", "jobs.nightly.auth") in run_modules(texts)
+    assert ("infra/docker/Dockerfile", "jobs.quality.docs_assets") in run_modules(texts)
     kinds = {what for _, what, _ in named_modules(texts)}
     assert {"CeleryExecutor", "KubernetesExecutor", "redis://", "postgresql+psycopg2://"} <= kinds
     assert missing_from_image(dockerfile, texts) == []
@@ -247,9 +263,11 @@ def test_every_path_and_module_the_manifests_name_is_in_the_image():
          "uses amqp:// URLs, which this check does not know"),
         (lambda d: d.replace("COPY infra/k8s ./infra/k8s", "COPY infra/k8s/nope.yaml ./x"),
          "copies infra/k8s/nope.yaml, which git does not track"),
+        (lambda d: d.replace("COPY jobs ./jobs", "COPY jobs/common ./jobs/common"),
+         "runs python -m jobs.quality.docs_assets, which the image does not contain"),
     ],
     ids=["a file not copied", "no providers", "no kubernetes provider", "unknown executor",
-         "unknown broker", "untracked source"],
+         "unknown broker", "untracked source", "a module not copied"],
 )  # fmt: skip
 def test_a_manifest_naming_what_the_image_lacks_is_caught(edit, expected):
     texts = manifests()
