@@ -12,26 +12,19 @@ import base64
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from jobs.dev.stack import Service, _pdeathsig, _start_time, stop_services
+from jobs.dev.stack import Service, _pdeathsig, _start_time, free_port, stop_services
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
 
 
 class WebDriverError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium_paths() -> tuple[str, str]:
@@ -49,7 +42,7 @@ class Browser:
     def __init__(self, workdir: Path, width: int = 1600, height: int = 1000) -> None:
         chrome, driver = chromium_paths()
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self._log = open(workdir / "chromedriver.log", "w")  # noqa: SIM115 - closed in quit()
         self._proc = subprocess.Popen(
             [driver, f"--port={self.port}", "--allowed-ips=127.0.0.1"],

@@ -39,6 +39,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.common.localfs import write_json_atomic, write_text_atomic
 from jobs.dev.embedded import POOLS, airflow_env, quick_jvm
 from jobs.nightly.auth import write_passwords_file
 
@@ -56,7 +57,7 @@ class StackError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -206,7 +207,7 @@ class Stack:
         for d in (self.logs, self.home, self.lake):
             d.mkdir(parents=True, exist_ok=True)
         for name in ("postgres", "redis", "api", "spark", "spark_ui", "spark_worker_ui"):
-            self.ports[name] = _free_port()
+            self.ports[name] = free_port()
         try:
             self._postgres()
             self._redis()
@@ -253,10 +254,9 @@ class Stack:
             os.chown(self._pg_dir, pw.pw_uid, pw.pw_gid)
             user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         os.chmod(self._pg_dir, 0o700)
-        pwfile = self._pg_dir / "pw"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self._secrets["postgres"] + "\n")
+        pwfile = write_text_atomic(
+            self._pg_dir / "pw", self._secrets["postgres"] + "\n", mode=0o600
+        )
         if as_root:
             os.chown(pwfile, user["user"], user["group"])
         data = self._pg_dir / "data"
@@ -310,14 +310,13 @@ class Stack:
         exe = _require("redis-server")
         d = self.root / "redis"
         d.mkdir(parents=True, exist_ok=True)
-        conf = d / "redis.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(
-                f"bind 127.0.0.1\nport {self.ports['redis']}\nprotected-mode yes\n"
-                f'requirepass {self._secrets["redis"]}\nsave ""\nappendonly no\n'
-                f"dir {d}\ndaemonize no\n"
-            )
+        conf = write_text_atomic(
+            d / "redis.conf",
+            f"bind 127.0.0.1\nport {self.ports['redis']}\nprotected-mode yes\n"
+            f'requirepass {self._secrets["redis"]}\nsave ""\nappendonly no\n'
+            f"dir {d}\ndaemonize no\n",
+            mode=0o600,
+        )
         self._spawn("redis", [exe, str(conf)])
         self._wait(self._redis_ping, "redis", 30)
 
@@ -508,7 +507,6 @@ class Stack:
 
     # -- stopping ----------------------------------------------------------------------------
     def _write_state(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         state = {
             "api_url": self.api_url if "api" in self.ports else None,
             "ports": self.ports,
@@ -518,9 +516,7 @@ class Stack:
                 for s in self.services
             ],
         }
-        tmp = self.root / ".stack.json.tmp"
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(tmp, self.root / "stack.json")
+        write_json_atomic(self.root / "stack.json", state)
 
     def stop(self, grace: float = 30) -> list[str]:
         """Stop every service by its session (the process it started and everything that
@@ -631,9 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in stack.services:
         s.proc = None
     secret = root / "admin-password"
-    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(stack.admin_password + "\n")
+    write_text_atomic(secret, stack.admin_password + "\n", mode=0o600)
     print(f"Airflow UI and REST API: {stack.api_url} (user admin, password in {secret})")
     print(f"Spark master: {stack.spark_master}; logs: {stack.logs}")
     print(f"stop it: python -m jobs.dev.stack down --root {args.root}")

@@ -13,19 +13,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
+
+from jobs.common.localfs import write_text_atomic
 
 
 def write_passwords_file(path: str | os.PathLike, users: dict[str, str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(users, f)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(users), mode=0o600)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,8 @@ import urllib.request
 import uuid
 from pathlib import Path, PurePosixPath
 
+from jobs.common.localfs import write_text_atomic
+
 log = logging.getLogger("jobs.quality")
 
 REGISTRY = "https://registry.npmjs.org"
@@ -309,9 +311,7 @@ def localize(site: Path, quality_root: Path, since: float | None = None) -> bool
             continue
         new = _rewrite(text, page.parent, assets, site)
         if new != text:
-            tmp = page.with_name(f".{page.name}.{_unique()}.tmp")
-            tmp.write_text(new, encoding="utf-8")
-            os.replace(tmp, page)
+            write_text_atomic(page, new, encoding="utf-8")
     return True
 
 
